@@ -1,0 +1,37 @@
+"""Shared fixtures. `../shared` is found through one setting: NB201_SHARED (or --shared)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--shared", default=None, help="path to the shared/ folder (default: $NB201_SHARED or ../shared)")
+
+
+@pytest.fixture(scope="session")
+def shared_dir(request: pytest.FixtureRequest) -> Path:
+    """The read-only shared data folder; tests needing it skip, visibly, only when it is truly absent."""
+    given = request.config.getoption("--shared") or os.environ.get("NB201_SHARED") or str(REPO.parent / "shared")
+    path = Path(given).resolve()
+    if not (path / "data").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"shared data not found at {path}; CI must run the data tests (set NB201_SHARED)")
+        pytest.skip(f"shared data not found at {path} (set NB201_SHARED or --shared)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def published_csv(shared_dir: Path) -> Path:
+    return shared_dir / "data" / "nb201" / "nb201_published.csv"
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir(shared_dir: Path) -> Path:
+    """Real, lossless CIFAR-10 (4,000 train + 1,000 test) in the python-pickle layout."""
+    return shared_dir / "data" / "cifar10"
