@@ -58,9 +58,7 @@ class Cell:
         """Parse `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`."""
         groups = text.strip().split("+")
         if len(groups) != N_NODES - 1:
-            raise CellError(
-                f"cell string needs {N_NODES - 1} '+'-separated nodes, got {len(groups)}: {text!r}"
-            )
+            raise CellError(f"cell string needs {N_NODES - 1} '+'-separated nodes, got {len(groups)}: {text!r}")
         ops: list[str] = []
         for target, group in enumerate(groups, start=1):
             if not (group.startswith("|") and group.endswith("|")) or len(group) < 2:

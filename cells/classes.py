@@ -137,7 +137,7 @@ def edge_correspondence(cell: Cell, representative: Cell, init_rule: str = "kaim
     key_r, edges_r = _canonical(representative, init_rule)
     if key_c != key_r:
         raise ValueError(f"{cell} and {representative} are not in the same class")
-    return dict(zip(edges_r, edges_c))
+    return dict(zip(edges_r, edges_c, strict=True))
 
 
 def nb201_unique_str(cell: Cell) -> str:
