@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +33,23 @@ Log = Callable[[str], None]
 
 class ClusterError(RuntimeError):
     """Ray could not be started or reached; the message says which address and what to do."""
+
+
+def check_address(address: str | None) -> None:
+    """Fail in seconds, not minutes, when a given `host:port` does not answer (Ray's own retries are slow)."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"Ray address {address!r} is not host:port; fix RAY_ADDRESS / --address")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address} ({error.strerror or error}); check RAY_ADDRESS / --address, "
+            "or unset it to run locally"
+        ) from None
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> None:
@@ -329,6 +347,7 @@ def _prepare(spec: RunSpec, log: Log) -> tuple[Any, ResultsStore]:
 
 def evaluate(spec: RunSpec, address: str | None, log: Log = print) -> RunOutcome:
     """The main job: every selected cell under every protocol and seed, resumable."""
+    check_address(address)
     selected = spec.cells.resolve()
     data, store = _prepare(spec, log)
     try:
@@ -345,6 +364,7 @@ def evaluate(spec: RunSpec, address: str | None, log: Log = print) -> RunOutcome
 
 def find_base_lrs(spec: RunSpec, address: str | None, log: Log = print) -> dict[str, float | None]:
     """`find-base-lr`: resolve (and cache) every scaled protocol's base LR."""
+    check_address(address)
     data, store = _prepare(spec, log)
     store.close()
     connect(address)

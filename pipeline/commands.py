@@ -1,0 +1,131 @@
+"""The run-level subcommands of `python -m pipeline`: evaluate, find-base-lr, plan.
+
+Each validates all user input (config, cells, data dir, results folder, Ray address) before
+any work, and turns a user mistake into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.spec import RunSpec, SpecError, load_spec
+
+THROUGHPUT_TABLE = Path(__file__).resolve().parents[1] / "configs" / "throughput.yaml"
+
+
+def _spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="run config (YAML), e.g. configs/cpu.yaml")
+    parser.add_argument("--data-dir", help="override data_dir (folder holding cifar-10-batches-py, ...)")
+    parser.add_argument("--download", action="store_true", help="download CIFAR-10/100 into --data-dir if absent")
+    parser.add_argument("--results-dir", help="override results_dir (default: results/)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, YAML value, dotted for nesting: --set epochs=1 --set cells.count=8",
+    )
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    if args.download:
+        overrides["download"] = True
+    if args.results_dir:
+        overrides["results_dir"] = args.results_dir
+    return load_spec(args.config, overrides)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="train the selected cells under every protocol through Ray; resumable",
+        description="Train every (cell, protocol, seed) of a run config through Ray and write "
+        "results/<run>/results.parquet and report.md. Rerunning the same command resumes.",
+    )
+    _spec_arguments(evaluate)
+    evaluate.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    evaluate.add_argument("--no-report", action="store_true", help="skip `python -m analysis report` at the end")
+    evaluate.set_defaults(handler=run_evaluate)
+
+    finder = commands.add_parser(
+        "find-base-lr",
+        help="Ray Tune grid on the skip-chain base network; caches each scaled protocol's base LR",
+    )
+    _spec_arguments(finder)
+    finder.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    finder.set_defaults(handler=run_find_base_lr)
+
+    plan = commands.add_parser("plan", help="trainings, GPU-hours and wall-clock a config means (no training)")
+    _spec_arguments(plan)
+    plan.add_argument("--gpus", type=int, default=8, help="devices to spread the run over (default 8)")
+    plan.add_argument("--gpu-type", default="h200", help=f"row of {THROUGHPUT_TABLE.name} to use (default h200)")
+    plan.add_argument("--calibrate", action="store_true", help="measure throughput on this machine's device instead")
+    plan.add_argument(
+        "--published",
+        type=Path,
+        default=Path("../shared/data/nb201/nb201_published.csv"),
+        help="published NB201 table, for its recorded training times (skipped if absent)",
+    )
+    plan.set_defaults(handler=run_plan)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from pipeline.orchestrate import evaluate, stderr_log
+
+    spec = spec_from_args(args)
+    outcome = evaluate(spec, args.address, stderr_log)
+    counts = outcome.counts
+    print(
+        f"done: {counts['units']} units ({counts['trained']} trained now, {counts['skipped']} already finished, "
+        f"{counts['failed']} failed)"
+    )
+    print(f"results table: {outcome.table}")
+    if not args.no_report:
+        command = [sys.executable, "-m", "analysis", "report", "--run", str(outcome.run_dir)]
+        if spec.reference:
+            command += ["--reference", spec.reference]
+        if subprocess.run(command, check=False).returncode != 0:
+            print(f"warning: the report failed; rerun: {' '.join(command)}", file=sys.stderr)
+            return 1
+        print(f"report: {outcome.run_dir / 'report.md'}")
+    return 0
+
+
+def run_find_base_lr(args: argparse.Namespace) -> int:
+    from pipeline.orchestrate import find_base_lrs, stderr_log
+
+    spec = spec_from_args(args)
+    for name, base_lr in find_base_lrs(spec, args.address, stderr_log).items():
+        print(f"{name}: {'fixed LR, no base' if base_lr is None else f'base LR {base_lr:g}'}")
+    return 0
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from pipeline.plan import calibrate, default_trials_per_gpu, load_throughput, make_plan
+
+    spec = spec_from_args(args)
+    if args.gpus < 1:
+        raise SpecError("--gpus must be at least 1")
+    if args.calibrate:
+        throughput = calibrate(spec)
+    else:
+        throughput = load_throughput(args.gpu_type, THROUGHPUT_TABLE)
+    published = args.published if args.published.is_file() else None
+    plan = make_plan(spec, throughput, args.gpus, published)
+    print(plan.report(spec, args.gpus))
+    print(f"  (packing rule for C={spec.width}, N={spec.cells_per_stage}: {default_trials_per_gpu(spec)} per GPU)")
+    return 0
