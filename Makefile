@@ -5,6 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 CONFIG  ?= configs/cpu.yaml
 DATA_DIR ?=
+DOWNLOAD ?=
 SHARED  ?= ../shared
 
 .PHONY: install test lint evaluate clean
@@ -25,7 +26,7 @@ lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 evaluate: install
-	$(PY) -m pipeline evaluate --config $(CONFIG) $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+	$(PY) -m pipeline evaluate --config $(CONFIG) $(if $(DATA_DIR),--data-dir $(DATA_DIR),) $(if $(DOWNLOAD),--download,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,10 @@
+"""The one error every reference source raises, so callers catch a single type."""
+
+from __future__ import annotations
+
+
+class ReferenceSourceError(ValueError):
+    """A reference source is missing, unreadable or not the format claimed.
+
+    The message names the problem and the fix; the CLIs print it as one line.
+    """
