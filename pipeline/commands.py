@@ -15,6 +15,21 @@ from typing import Any
 import yaml
 
 from pipeline.spec import RunSpec, SpecError, load_spec
+from pipeline.store import StoreError
+
+_LAZY_USER_ERRORS = {"pipeline.orchestrate": "ClusterError", "pipeline.plan": "PlanError"}
+
+
+def is_run_user_error(error: BaseException) -> bool:
+    """Errors of these commands that mean "change the request". Modules that import Ray are only
+    looked at once loaded, so that `--help` and config errors never pay for importing Ray."""
+    if isinstance(error, SpecError | StoreError):
+        return True
+    return any(
+        module in sys.modules and isinstance(error, getattr(sys.modules[module], name))
+        for module, name in _LAZY_USER_ERRORS.items()
+    )
+
 
 THROUGHPUT_TABLE = Path(__file__).resolve().parents[1] / "configs" / "throughput.yaml"
 

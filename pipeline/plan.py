@@ -168,7 +168,7 @@ class Plan:
             f"{self.trainings_without_dedup:,})",
             f"  training compute    {self.train_flops / 1e15:,.1f} PFLOP (6 x live MACs x images x epochs)",
             f"  throughput model    {self.throughput.device}: {self.throughput.overhead_s * 1e6:.1f} us/img + "
-            f"MACs / {self.throughput.macs_per_s / 1e12:.2f} TMAC/s, {self.throughput.trials_per_gpu} trial(s) "
+            f"MACs / {self.throughput.macs_per_s / 1e9:,.1f} GMAC/s, {self.throughput.trials_per_gpu} trial(s) "
             f"per device [{self.throughput.source}]",
             f"  device-hours        {self.gpu_hours:,.0f}",
             f"  wall-clock          {self.wall_hours:,.1f} h on {gpus} device(s) ({self.wall_hours / 24:,.1f} days)",
