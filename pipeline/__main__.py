@@ -50,7 +50,12 @@ def add_train_command(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 on CUDA")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bf16 autocast where native (CUDA, AVX512 CPUs), else fp32",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--max-train", type=int, help="train on a fixed seeded subset of this many images")
     p.add_argument("--max-eval", type=int, help="evaluate on fixed seeded subsets of this many images")

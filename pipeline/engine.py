@@ -1,0 +1,328 @@
+"""One training run of one cell under NB201's protocol: `train(cell, data, ...) -> TrainRecord`.
+
+Read top to bottom: pick the device, build the model (dead edges pruned, see model.py), put the
+whole training split on the device, then a plain loop of SGD steps with a per-step cosine LR, and
+finally a top-1 evaluation over all classes on every eval split.
+
+Protocol (NB201's 200-epoch config, digest §4.1): SGD with Nesterov momentum 0.9, weight decay
+5e-4 on every parameter, one LR for all parameters (one param group, as the official code), batch
+256 with the last partial batch kept, cosine from `lr` to 0 updated every step (NB201 steps its
+scheduler by epoch + i/len(loader)), no warm-up, cross-entropy, crop+flip augmentation.
+
+Numerics: channels_last everywhere; bf16 autocast wherever the hardware runs it natively (CUDA;
+CPUs with oneDNN bf16 support, where it measured 1.3-2x faster than fp32 with the same training
+curves), else fp32; `precision='fp32'` forces plain fp32. cudnn.benchmark on CUDA. CPU runs are
+bit-for-bit reproducible: same seed, machine and thread count → same record. A non-finite
+training loss ends the run with status 'diverged'; no exception escapes for that.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cells import Cell
+from pipeline.data import DatasetSplits, Normalise, TrainBatches, eval_batches
+from pipeline.model import TinyNetwork, build_model, n_params
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+DIVERGENCE_CHECK_EVERY = 25
+"""Steps between finiteness checks on CUDA (each check syncs); on the CPU every step is checked."""
+
+
+@dataclass(frozen=True)
+class EpochProgress:
+    """Handed to the `progress` callback after every epoch."""
+
+    epoch: int  # 1-based
+    epochs: int
+    train_loss: float
+    train_acc: float
+    elapsed_s: float
+    eta_s: float
+
+
+@dataclass(frozen=True)
+class TrainRecord:
+    """What one run returns. Accuracies are top-1 in percent over all classes; losses are mean CE.
+
+    `train_loss`/`train_acc` have one entry per epoch run (on augmented batches, as NB201 logs);
+    `eval_acc`/`eval_loss` map each eval split ('valid', 'test') to its final value, None when
+    the run diverged. `diverged_epoch` is the 1-based epoch whose loss became non-finite.
+    `images_per_s` counts training images over the training loop alone (no eval, no setup).
+    """
+
+    arch: str
+    dataset: str
+    width: int
+    cells_per_stage: int
+    init_rule: str
+    lr: float
+    epochs: int
+    batch_size: int
+    seed: int
+    weight_decay: float
+    momentum: float
+    nesterov: bool
+    status: str
+    diverged_epoch: int | None
+    train_loss: tuple[float, ...]
+    train_acc: tuple[float, ...]
+    eval_acc: dict[str, float | None]
+    eval_loss: dict[str, float | None]
+    n_train: int
+    n_eval: dict[str, int]
+    steps: int
+    n_params: int
+    device: str
+    precision: str
+    wall_s: float
+    train_s: float
+    eval_s: float
+    images_per_s: float
+    lr_schedule: str = "cosine to 0, per step, no warm-up"
+    torch_version: str = field(default_factory=lambda: torch.__version__)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-safe types: lists for tuples, None for non-finite floats."""
+        return _json_safe(asdict(self))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' → CUDA when available, else CPU; 'cuda' without a GPU is a clear ValueError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+    return resolved
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{device.index or 0} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast runs natively (fast) here: CUDA with bf16, or a CPU oneDNN supports in bf16."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
+    """Cosine from base_lr (step 0) towards 0 (step total_steps)."""
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * step / max(1, total_steps)))
+
+
+@torch.inference_mode()
+def evaluate(
+    model: TinyNetwork,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    normalise: Normalise,
+    device: torch.device,
+    channels_last: bool,
+    autocast: Any,
+) -> tuple[float, float]:
+    """(top-1 % over all classes, mean cross-entropy) in eval mode, in large batches."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    for xb, yb in eval_batches(
+        x, y, batch_size=batch_size, normalise=normalise, device=device, channels_last=channels_last
+    ):
+        with autocast:
+            logits = model(xb)
+        correct += (logits.argmax(1) == yb).sum()
+        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
+    n = len(y)
+    return 100.0 * correct.item() / n, loss_sum.item() / n
+
+
+def train(
+    cell: Cell | str,
+    data: DatasetSplits,
+    *,
+    width: int,
+    cells_per_stage: int,
+    init_rule: str,
+    lr: float,
+    epochs: int,
+    batch_size: int = 256,
+    seed: int,
+    device: str = "auto",
+    weight_decay: float = 5e-4,
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    eval_batch_size: int = 1024,
+    threads: int | None = None,
+    channels_last: bool = True,
+    precision: str = "auto",
+    progress: Callable[[EpochProgress], None] | None = None,
+) -> TrainRecord:
+    """Train `cell` on `data.train_*` for `epochs`, then evaluate on every split of `data.eval`.
+
+    `lr` is the peak (initial) LR, already scaled by the caller if it wants a scaled LR.
+    `threads` sets torch's intra-op threads for this process. `channels_last` is faster on
+    both CUDA and the CPU (measured). `precision`: 'auto' = bf16 autocast where the device
+    runs bf16 natively (`native_bf16`), else fp32; 'bf16' or 'fp32' force one.
+    """
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"learning rate must be a positive number, got {lr}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch size must be at least 1, got {epochs} and {batch_size}")
+    cell = Cell.parse(cell) if isinstance(cell, str) else cell
+    wall_start = time.perf_counter()
+
+    # --- device and numerics ---
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    on_cuda = dev.type == "cuda"
+    if on_cuda:
+        torch.backends.cudnn.benchmark = True
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    bf16 = precision == "bf16" or (precision == "auto" and native_bf16(dev))
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    # --- model: seeded init on the CPU, then moved ---
+    model = build_model(
+        cell, data.num_classes, width=width, cells_per_stage=cells_per_stage, init_rule=init_rule, seed=seed
+    )
+    model = model.to(device=dev, memory_format=memory_format)
+
+    # --- data: the whole split on the device ---
+    batches = TrainBatches(
+        data.train_x,
+        data.train_y,
+        batch_size=batch_size,
+        mean=data.mean,
+        std=data.std,
+        pad=data.pad,
+        seed=seed,
+        device=dev,
+        channels_last=channels_last,
+    )
+    eval_sets = {name: (x.to(dev), y.to(dev)) for name, (x, y) in data.eval.items()}
+
+    # --- optimizer: one group, one LR for every parameter (the official code); fused kernels on CUDA ---
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, fused=on_cuda
+    )
+    total_steps = epochs * len(batches)
+    check_every = DIVERGENCE_CHECK_EVERY if on_cuda else 1
+
+    # --- training loop ---
+    train_loss: list[float] = []
+    train_acc: list[float] = []
+    diverged_epoch: int | None = None
+    step = images = 0
+    train_start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        correct = torch.zeros((), dtype=torch.int64, device=dev)
+        seen = 0
+        for x, y in batches.epoch():
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(lr, step, total_steps)
+            with autocast:
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            step += 1
+            if step % check_every == 0 and not torch.isfinite(loss_sum):
+                break
+        images += seen
+        train_loss.append(loss_sum.item() / seen)
+        train_acc.append(100.0 * correct.item() / seen)
+        if progress is not None:
+            elapsed = time.perf_counter() - train_start
+            eta = elapsed / epoch * (epochs - epoch)
+            progress(EpochProgress(epoch, epochs, train_loss[-1], train_acc[-1], elapsed, eta))
+        if not math.isfinite(train_loss[-1]):
+            diverged_epoch = epoch
+            break
+    train_s = time.perf_counter() - train_start
+
+    # --- evaluation: top-1 over all classes, every eval split ---
+    eval_start = time.perf_counter()
+    eval_acc: dict[str, float | None] = {}
+    eval_loss: dict[str, float | None] = {}
+    for name, (x, y) in eval_sets.items():
+        if diverged_epoch is not None:
+            eval_acc[name] = eval_loss[name] = None
+            continue
+        eval_acc[name], eval_loss[name] = evaluate(
+            model,
+            x,
+            y,
+            batch_size=eval_batch_size,
+            normalise=batches.normalise,
+            device=dev,
+            channels_last=channels_last,
+            autocast=autocast,
+        )
+    eval_s = time.perf_counter() - eval_start
+
+    return TrainRecord(
+        arch=cell.arch_str,
+        dataset=data.name,
+        width=width,
+        cells_per_stage=cells_per_stage,
+        init_rule=init_rule,
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        nesterov=nesterov,
+        status="ok" if diverged_epoch is None else "diverged",
+        diverged_epoch=diverged_epoch,
+        train_loss=tuple(train_loss),
+        train_acc=tuple(train_acc),
+        eval_acc=eval_acc,
+        eval_loss=eval_loss,
+        n_train=batches.n,
+        n_eval={name: len(y) for name, (_, y) in eval_sets.items()},
+        steps=step,
+        n_params=n_params(model),
+        device=describe_device(dev),
+        precision="bf16 autocast" if bf16 else "fp32",
+        wall_s=time.perf_counter() - wall_start,
+        train_s=train_s,
+        eval_s=eval_s,
+        images_per_s=images / train_s if train_s > 0 else 0.0,
+    )

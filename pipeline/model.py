@@ -1,0 +1,285 @@
+"""NB201's TinyNetwork, computing only what can change its output.
+
+Module and parameter names follow NB201 (`stem`, `cells.i.layers.k.op.1.weight`, `cells.i.conv_a`,
+`lastact`, `classifier`) and every parameter NB201 has exists here, so parameter counts equal
+`cells.network_params` (= NB201's published `params`). The forward pass, however, walks the
+cell's *live* graph (`cells.live_graph`): `none` edges, edges that cannot reach the output and
+skip/pool edges out of all-zero nodes are skipped, skip copies are aliased, and a conv edge fed by
+an all-zero node is replaced by its BN bias β (exact: BN of an all-zero input outputs β in train
+mode, and in eval mode too because its running mean only ever sees zeros). Convs reading the same
+node share one ReLU. `prune=False` gives NB201's original forward (all six edges, `none` as x·0),
+kept as the reference the tests and the benchmark compare against.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cells import (
+    CONV_KERNEL,
+    Cell,
+    edge_correspondence,
+    edge_init_degrees,
+    live_graph,
+    reduction_init_degrees,
+)
+from cells.classes import INPUT
+
+BN_MOMENTUM = 0.1
+"""PyTorch's default, as NB201."""
+
+
+class ReLUConvBN(nn.Module):
+    """NB201's `ReLUConvBN`: ReLU → Conv(k, pad k//2, no bias) → BN(affine, running stats)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(c_out, affine=True, track_running_stats=True, momentum=BN_MOMENTUM),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+    def conv_bn(self, relu_x: torch.Tensor) -> torch.Tensor:
+        """The edge applied to an input that is already ReLU'd (so several edges share one ReLU)."""
+        return self.op[2](self.op[1](relu_x))
+
+
+class Pool(nn.Module):
+    """NB201's `POOLING` with equal channels and stride 1: just the 3×3 average."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.op = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class Zero(nn.Module):
+    """NB201's `Zero` op (x·0); only the unpruned reference forward calls it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(0.0)
+
+
+def edge_module(op: str, channels: int) -> nn.Module:
+    if op in CONV_KERNEL:
+        return ReLUConvBN(channels, channels, CONV_KERNEL[op])
+    if op == "avg_pool_3x3":
+        return Pool()
+    if op == "skip_connect":
+        return nn.Identity()
+    return Zero()
+
+
+class InferCell(nn.Module):
+    """One NB201 cell (stride 1, C→C). Node j = Σ incoming edges; the cell returns node 3."""
+
+    def __init__(self, cell: Cell, channels: int, prune: bool = True) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(edge_module(op, channels) for op in cell.ops)
+        self.prune = prune
+        graph = live_graph(cell)
+        self.output = graph.output
+        # Plan: per target node (topological order), its live incoming (op, source, edge index).
+        targets = sorted({e.target for e in graph.edges})
+        self.plan = tuple((t, tuple((e.op, e.source, e.edge) for e in graph.edges if e.target == t)) for t in targets)
+        self.bias_only = {t: all(op == "bias" for op, _, _ in inc) for t, inc in self.plan}
+        self.zero_output = graph.output != INPUT and graph.output not in self.bias_only
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_live(x) if self.prune else self.forward_all_edges(x)
+
+    def forward_live(self, x: torch.Tensor) -> torch.Tensor:
+        if self.output == INPUT:
+            return x
+        if self.zero_output:
+            # Constant zero: no graph to x at all; parameters upstream then get no gradient
+            # (None, so SGD leaves them alone), which cannot change the network's output.
+            return torch.zeros_like(x)
+        nodes: dict[int, torch.Tensor] = {INPUT: x}
+        relu: dict[int, torch.Tensor] = {}
+        for target, incoming in self.plan:
+            total: torch.Tensor | None = None
+            for op, source, k in incoming:
+                layer = self.layers[k]
+                if op == "bias":  # conv fed by zeros: BN(0) = β in train and eval mode
+                    term = layer.op[2].bias.view(1, -1, 1, 1)
+                elif op == "skip_connect":
+                    term = nodes[source]
+                elif op == "avg_pool_3x3":
+                    term = layer(nodes[source])
+                else:
+                    if source not in relu:
+                        relu[source] = F.relu(nodes[source])
+                    term = layer.conv_bn(relu[source])
+                total = term if total is None else total + term
+            assert total is not None
+            if self.bias_only[target]:
+                total = total.expand_as(x)
+            nodes[target] = total
+        return nodes[self.output]
+
+    def forward_all_edges(self, x: torch.Tensor) -> torch.Tensor:
+        """NB201's `InferCell.forward`, verbatim in effect: every edge, `none` as x·0."""
+        nodes = [x]
+        k = 0
+        for target in range(1, 4):
+            feats = []
+            for source in range(target):
+                feats.append(self.layers[k](nodes[source]))
+                k += 1
+            nodes.append(sum(feats))
+        return nodes[-1]
+
+
+class ResNetBasicblock(nn.Module):
+    """NB201's reduction block: out = downsample(x) + conv_b(conv_a(x)), C → 2C, stride 2."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, stride=2)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3)
+        self.downsample = nn.Sequential(
+            nn.AvgPool2d(kernel_size=2, stride=2, padding=0),
+            nn.Conv2d(c_in, c_out, kernel_size=1, stride=1, padding=0, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+class TinyNetwork(nn.Module):
+    """NB201's macro skeleton: stem, 3 stages of N cells (C, 2C, 4C) joined by reductions, BN-ReLU, GAP, linear."""
+
+    def __init__(
+        self, cell: Cell, num_classes: int, width: int = 16, cells_per_stage: int = 5, prune: bool = True
+    ) -> None:
+        super().__init__()
+        self.cell = cell
+        self.width = width
+        self.cells_per_stage = cells_per_stage
+        c = width
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c, momentum=BN_MOMENTUM))
+        blocks: list[nn.Module] = []
+        for stage, channels in enumerate((c, 2 * c, 4 * c)):
+            if stage > 0:
+                blocks.append(ResNetBasicblock(channels // 2, channels))
+            blocks.extend(InferCell(cell, channels, prune) for _ in range(cells_per_stage))
+        self.cells = nn.ModuleList(blocks)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(4 * c, momentum=BN_MOMENTUM), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(4 * c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feature = self.stem(x)
+        for block in self.cells:
+            feature = block(feature)
+        out = self.lastact(feature)
+        return self.classifier(out.mean((2, 3)))
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# --- init ------------------------------------------------------------------------------------
+
+
+def _he_normal(weight: torch.Tensor, degree: int, generator: torch.Generator) -> None:
+    """N(0, 2 / (fan_in · degree)): He-normal fan_in, variance divided by the degree (Eq. 4)."""
+    fan_in = weight.shape[1] * math.prod(weight.shape[2:])
+    weight.normal_(0.0, math.sqrt(2.0 / (fan_in * max(1, degree))), generator=generator)
+
+
+def init_weights(model: TinyNetwork, rule: str, seed: int) -> None:
+    """Initialise by rule (`cells.INIT_RULES`), reproducibly from `seed` (a private CPU generator).
+
+    kaiming: He-normal fan_in on every conv; classifier PyTorch's default Linear init (NB201).
+    arch-source / arch-target: cell convs Var = 2/(fan_in·d) with d = `edge_init_degrees`;
+    reduction convs d = `reduction_init_degrees`; stem d = 1; classifier N(0, (2/fan_in)²)
+    with bias 0 (the official code's std_power=2). BN weight 1, bias 0, fresh running stats.
+    """
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    degrees = edge_init_degrees(model.cell, rule)
+    red = reduction_init_degrees(rule)
+    with torch.no_grad():
+        _he_normal(model.stem[0].weight, 1, generator)
+        for block in model.cells:
+            if isinstance(block, InferCell):
+                for k, layer in enumerate(block.layers):
+                    if isinstance(layer, ReLUConvBN):
+                        _he_normal(layer.op[1].weight, degrees[k], generator)
+            else:
+                assert isinstance(block, ResNetBasicblock)
+                _he_normal(block.conv_a.op[1].weight, red.conv_a, generator)
+                _he_normal(block.conv_b.op[1].weight, red.conv_b, generator)
+                _he_normal(block.downsample[1].weight, red.downsample, generator)
+        fc = model.classifier
+        if rule == "kaiming":  # torch.nn.Linear.reset_parameters, on our generator
+            bound = 1.0 / math.sqrt(fc.in_features)
+            fc.weight.uniform_(-bound, bound, generator=generator)
+            fc.bias.uniform_(-bound, bound, generator=generator)
+        else:
+            fc.weight.normal_(0.0, 2.0 / fc.in_features, generator=generator)
+            fc.bias.zero_()
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+                module.reset_running_stats()
+
+
+def build_model(
+    cell: Cell,
+    num_classes: int,
+    *,
+    width: int = 16,
+    cells_per_stage: int = 5,
+    init_rule: str = "kaiming",
+    seed: int = 0,
+    prune: bool = True,
+) -> TinyNetwork:
+    """A freshly initialised TinyNetwork on the CPU (move it afterwards: init is device-independent)."""
+    model = TinyNetwork(cell, num_classes, width, cells_per_stage, prune)
+    init_weights(model, init_rule, seed)
+    return model
+
+
+# --- class members share weights ---------------------------------------------------------------
+
+
+def transfer_weights(source: TinyNetwork, target: TinyNetwork, init_rule: str = "kaiming") -> None:
+    """Copy `source`'s weights into `target`, a network of another cell of the same isomorphism class.
+
+    Everything outside the cells is copied as is; inside each cell, every live edge of the source
+    goes to its counterpart (`cells.edge_correspondence`): conv weight and BN state for conv edges,
+    BN state alone for `bias` edges (their conv never matters). Raises ValueError across classes.
+    Afterwards both networks compute the same function, which is what makes training one member
+    per class sound.
+    """
+    if (source.width, source.cells_per_stage) != (target.width, target.cells_per_stage):
+        raise ValueError("networks differ in width or cells per stage")
+    mapping = edge_correspondence(target.cell, source.cell, init_rule)  # source edge -> target edge
+    live_op = {e.edge: e.op for e in live_graph(source.cell).edges}
+    with torch.no_grad():
+        for (name, src_mod), (_, dst_mod) in zip(source.named_children(), target.named_children(), strict=True):
+            if name != "cells":
+                dst_mod.load_state_dict(src_mod.state_dict())
+        for src_block, dst_block in zip(source.cells, target.cells, strict=True):
+            if not isinstance(src_block, InferCell):
+                dst_block.load_state_dict(src_block.state_dict())
+                continue
+            for r, m in mapping.items():
+                src_edge, dst_edge = src_block.layers[r], dst_block.layers[m]
+                if isinstance(src_edge, ReLUConvBN) and isinstance(dst_edge, ReLUConvBN):
+                    dst_edge.op[2].load_state_dict(src_edge.op[2].state_dict())
+                    if live_op[r] != "bias":
+                        dst_edge.op[1].weight.copy_(src_edge.op[1].weight)

@@ -1,0 +1,142 @@
+"""The training engine and the `train` command: it learns, it is reproducible, divergence is a status."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from cells import Cell
+from pipeline.__main__ import main
+from pipeline.data import DatasetSplits, load_splits
+from pipeline.engine import EpochProgress, TrainRecord, cosine_lr, native_bf16, train
+
+TINY = {"width": 4, "cells_per_stage": 1, "init_rule": "kaiming", "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def small(cifar10_dir: Path) -> DatasetSplits:
+    return load_splits("cifar10-valid", cifar10_dir, max_train=512, max_eval=256)
+
+
+def test_cosine_schedule() -> None:
+    assert cosine_lr(0.2, 0, 100) == 0.2
+    assert cosine_lr(0.2, 50, 100) == pytest.approx(0.1)
+    assert cosine_lr(0.2, 100, 100) == pytest.approx(0.0)
+
+
+def test_record_fields_and_json(small: DatasetSplits) -> None:
+    seen: list[EpochProgress] = []
+    record = train("3_14_002", small, lr=0.05, epochs=2, seed=0, progress=seen.append, **TINY)
+    assert isinstance(record, TrainRecord) and record.status == "ok" and record.diverged_epoch is None
+    assert [p.epoch for p in seen] == [1, 2] and seen[-1].eta_s == 0
+    assert len(record.train_loss) == len(record.train_acc) == 2
+    assert set(record.eval_acc) == {"valid", "test"} and record.n_eval == {"valid": 256, "test": 256}
+    assert all(0 <= acc <= 100 for acc in record.eval_acc.values())
+    assert record.steps == 2 * math.ceil(512 / 256) and record.n_train == 512
+    assert record.images_per_s > 0 and record.device.startswith("cpu")
+    assert record.precision == ("bf16 autocast" if native_bf16(torch.device("cpu")) else "fp32")
+    assert record.arch == Cell.parse("3_14_002").arch_str
+    assert json.loads(json.dumps(record.to_dict(), allow_nan=False))["eval_acc"] == record.eval_acc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cpu_runs_are_reproducible(small: DatasetSplits, precision: str) -> None:
+    a = train("3_33_333", small, lr=0.1, epochs=1, seed=7, precision=precision, **TINY)
+    b = train("3_33_333", small, lr=0.1, epochs=1, seed=7, precision=precision, **TINY)
+    c = train("3_33_333", small, lr=0.1, epochs=1, seed=8, precision=precision, **TINY)
+    assert (a.train_loss, a.eval_acc, a.eval_loss) == (b.train_loss, b.eval_acc, b.eval_loss)
+    assert a.train_loss != c.train_loss
+    assert a.precision == {"fp32": "fp32", "bf16": "bf16 autocast"}[precision]
+
+
+@pytest.mark.slow
+def test_tiny_net_learns_real_cifar10(cifar10_dir: Path) -> None:
+    """C=8, N=1, 3 epochs over the 4,000 real images (batch 64 for more steps): ~35-40% measured."""
+    data = load_splits("cifar10", cifar10_dir)
+    record = train("3_13_313", data, lr=0.1, epochs=3, seed=0, batch_size=64, **{**TINY, "width": 8})
+    assert record.status == "ok"
+    assert record.train_loss[-1] < record.train_loss[0]
+    assert record.eval_acc["test"] > 25.0, record.eval_acc
+
+
+@pytest.mark.slow
+def test_absurd_lr_diverges_without_raising(small: DatasetSplits) -> None:
+    record = train("3_33_333", small, lr=1e6, epochs=3, seed=0, **TINY)
+    assert record.status == "diverged" and record.diverged_epoch in (1, 2, 3)
+    assert len(record.train_loss) == record.diverged_epoch and not math.isfinite(record.train_loss[-1])
+    assert record.eval_acc == {"valid": None, "test": None}
+    assert json.dumps(record.to_dict(), allow_nan=False)  # non-finite floats became None
+
+
+def test_pathless_and_degenerate_cells_train(small: DatasetSplits) -> None:
+    """No-path cells (zero output, bias-only) and the identity cell still run end to end."""
+    for code in ("0_00_000", "0_03_003", "1_01_001"):
+        record = train(code, small, lr=0.1, epochs=1, seed=0, **TINY)
+        assert record.status == "ok", code
+
+
+def test_bad_arguments_raise(small: DatasetSplits) -> None:
+    with pytest.raises(ValueError, match="learning rate"):
+        train("3_33_333", small, lr=float("nan"), epochs=1, seed=0, **TINY)
+    with pytest.raises(ValueError, match="precision"):
+        train("3_33_333", small, lr=0.1, epochs=1, seed=0, precision="fp8", **TINY)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            train("3_33_333", small, lr=0.1, epochs=1, seed=0, **{**TINY, "device": "cuda"})
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_train_json(cifar10_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _cli(
+        capsys,
+        *("train", "--arch", "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"),
+        *("--dataset", "cifar10", "--data-dir", str(cifar10_dir), "--epochs", "2", "--width", "4"),
+        *("--cells-per-stage", "1", "--base-lr", "0.46", "--max-train", "256", "--max-eval", "128"),
+        *("--device", "cpu", "--json"),
+    )
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["lr"] == pytest.approx(0.46 / math.sqrt(1**3 + 3**3))  # paths: skip (L=1), conv-conv-skip (L=3)
+    assert "epoch 2/2" in err and "eta" in err
+
+
+def test_cli_train_summary(cifar10_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _cli(
+        capsys,
+        *("train", "--arch", "3_14_002", "--data-dir", str(cifar10_dir / "cifar-10-batches-py")),
+        *("--epochs", "1", "--width", "4", "--cells-per-stage", "1", "--max-train", "256", "--max-eval", "64"),
+        *("--device", "cpu", "--lr", "0.05"),
+    )
+    assert code == 0
+    assert "status    ok" in out and "test      acc" in out and "0.05 (fixed)" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--arch", "3_33_3x3"], "official code"),
+        (["--arch", "0_00_003", "--base-lr", "0.46"], "no input->output path"),
+        (["--arch", "3_33_333", "--epochs", "0"], "--epochs"),
+        (["--arch", "3_33_333", "--data-dir", "/nonexistent/nb201"], "--download"),
+    ],
+)
+def test_cli_user_errors_are_one_line(
+    args: list[str], message: str, cifar10_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--data-dir", str(cifar10_dir), *args]
+    code, out, err = _cli(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
