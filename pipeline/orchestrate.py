@@ -2,9 +2,15 @@
 
 Why Ray core tasks for the sweep and Tune only for the base-LR grid: a Tune trial costs about
 2.5 s more than a task on this machine (11 h over 15,625 cells), and the sweep needs none of
-Tune's search machinery. Tasks give retries of killed workers (`max_retries`), fractional GPUs,
-and run unchanged on a laptop (embedded `ray.init()`) or a cluster (`RAY_ADDRESS`).
+Tune's search machinery. Tasks give retries of killed workers and lost nodes (`max_retries`),
+fractional GPUs, and run unchanged on a laptop (embedded `ray.init()`) or a cluster (`RAY_ADDRESS`,
+or as a Ray Job: `make submit`, whose entrypoint Ray gives the cluster's `host:port` in RAY_ADDRESS).
 The driver is the only writer of the results store; a rerun skips what is finished.
+
+GPUs: a task asks for `gpus_per_trial` (a fraction: several nets share one GPU, pipeline.packing);
+Ray sets CUDA_VISIBLE_DEVICES to the GPU it assigned, so inside the task torch's `cuda` (= cuda:0)
+is that GPU. The `device` column records the assignment: `...; ray gpu ids [0], CUDA_VISIBLE_DEVICES=0;
+node 10.0.0.7`.
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ import ray
 
 from cells import BASE_CELL
 from pipeline.spec import Protocol, RunSpec
-from pipeline.store import ResultsStore
+from pipeline.store import ResultsStore, StoreError
 from pipeline.units import FINISHED, Unit, plan_units
-from pipeline.worker import FAULT_ENV, no_path_row, run_unit, unit_rows
+from pipeline.worker import FAULT_ENV, TRIAL_PID_ENV, no_path_row, run_unit, unit_rows
 
 Log = Callable[[str], None]
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+"""Set by Ray in a job's entrypoint (`ray job submit`): the job's runtime env, as JSON."""
 
 
 class ClusterError(RuntimeError):
@@ -38,6 +46,11 @@ class ClusterError(RuntimeError):
 def check_address(address: str | None) -> None:
     """Fail in seconds, not minutes, when a given `host:port` does not answer (Ray's own retries are slow)."""
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and address.startswith(("http://", "https://")):
+        raise ClusterError(
+            f"Ray address {address!r} is a dashboard (job submission) address: submit the run with "
+            f"`make submit RAY_ADDRESS={address}`, or give the driver the cluster's host:port (default port 6379)"
+        )
     if not address or address == "auto" or "://" in address:
         return
     host, _, port = address.rpartition(":")
@@ -55,7 +68,7 @@ def check_address(address: str | None) -> None:
 def connect(address: str | None, num_cpus: int | None = None) -> None:
     """Join the cluster at `address` (or $RAY_ADDRESS), else start an embedded local Ray."""
     address = address or os.environ.get("RAY_ADDRESS") or None
-    env = {FAULT_ENV: os.environ[FAULT_ENV]} if FAULT_ENV in os.environ else {}
+    env = _drill_env()
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "configure_logging": True,
@@ -76,6 +89,17 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         ) from None
 
 
+def _drill_env() -> dict[str, str]:
+    """Fault-drill variables of the driver, for workers on every node. In a Ray Job, those that the job's
+    runtime env already sets are left to it (Ray refuses a driver env var that the job also sets)."""
+    job_env = json.loads(os.environ.get(JOB_CONFIG_ENV) or "{}").get("runtime_env", {}).get("env_vars", {})
+    return {name: os.environ[name] for name in (FAULT_ENV, TRIAL_PID_ENV) if name in os.environ and name not in job_env}
+
+
+def running_as_ray_job() -> bool:
+    return JOB_CONFIG_ENV in os.environ
+
+
 def shutdown() -> None:
     if ray.is_initialized():
         ray.shutdown()
@@ -90,9 +114,23 @@ def _task_device(preferred: str) -> str:
     return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
 
 
+def _placement() -> str:
+    """Where Ray ran this task, for the `device` column: its GPU ids, the CUDA_VISIBLE_DEVICES Ray set
+    from them (so that torch's `cuda` is the assigned GPU), and the node's IP."""
+    parts = []
+    gpu_ids = ray.get_gpu_ids()
+    if gpu_ids:
+        ids = ", ".join(str(i) for i in gpu_ids)
+        parts.append(f"ray gpu ids [{ids}], CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}")
+    parts.append(f"node {ray.util.get_node_ip_address()}")
+    return "; ".join(parts)
+
+
 @ray.remote
 def _unit_task(spec: RunSpec, unit: Unit, base_lr: float | None, data: Any) -> dict:
-    return run_unit(spec, unit, base_lr, data, _task_device(spec.device), spec.resources.torch_threads)
+    outcome = run_unit(spec, unit, base_lr, data, _task_device(spec.device), spec.resources.torch_threads)
+    outcome["device"] = "; ".join(part for part in (outcome.get("device"), _placement()) if part)
+    return outcome
 
 
 def gpus_per_trial(spec: RunSpec) -> float:
@@ -142,6 +180,7 @@ def pick_base_lr(losses: dict[float, float], tolerance: float) -> float:
 
 def find_base_lr(spec: RunSpec, protocol: Protocol, data_ref: Any, log: Log) -> tuple[float, dict[float, float]]:
     """Grid over log-spaced LRs on the skip-chain base network, one Tune trial per LR."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's boxed tables: our own log line says it all
     from ray import tune
 
     search = spec.base_lr_search
@@ -309,7 +348,10 @@ def run_sweep(
                 + progress.line(min(len(pending) + len(queue), slots))
             )
         if time.monotonic() - last_export > 60:
-            store.export_parquet()
+            try:
+                store.export_parquet()
+            except StoreError as error:  # the SQLite store is intact; the final export raises
+                log(f"warning: {error}")
             last_export = time.monotonic()
     store.export_parquet()
     return {"units": len(units), "trained": progress.done, "failed": progress.failed, "skipped": skipped}
@@ -337,7 +379,7 @@ def _prepare(spec: RunSpec, log: Log) -> tuple[Any, ResultsStore]:
         spec.dataset, spec.data_dir, download=spec.download, max_train=spec.max_train, max_eval=spec.max_eval
     )
     log(data.describe())
-    store = ResultsStore(spec.run_dir)
+    store = ResultsStore(spec.run_dir, spec.results_uri)
     spec_file = spec.run_dir / "spec.yaml"
     tmp = spec_file.with_name("spec.yaml.tmp")
     tmp.write_text(spec.to_yaml())
@@ -349,6 +391,11 @@ def evaluate(spec: RunSpec, address: str | None, log: Log = print) -> RunOutcome
     """The main job: every selected cell under every protocol and seed, resumable."""
     check_address(address)
     selected = spec.cells.resolve()
+    if running_as_ray_job() and not Path(spec.results_dir).is_absolute() and not spec.results_uri:
+        log(
+            f"warning: results_dir {spec.results_dir!r} is inside this job's working directory "
+            f"({Path.cwd()}), which Ray deletes in time: pass --results-dir on shared storage or set results_uri"
+        )
     data, store = _prepare(spec, log)
     try:
         connect(address)
