@@ -7,8 +7,14 @@ CONFIG  ?= configs/cpu.yaml
 DATA_DIR ?=
 DOWNLOAD ?=
 SHARED  ?= ../shared
+# Cluster runs (README "Running on a cluster"): the dashboard address, a job id, extra CLI flags.
+RAY_ADDRESS ?=
+JOB     ?=
+ARGS    ?=
+RAY_CLI  = $(VENV)/bin/ray job
+RAY_AT   = $(if $(RAY_ADDRESS),--address $(RAY_ADDRESS),)
 
-.PHONY: install test lint evaluate clean
+.PHONY: install test lint evaluate clean submit status logs
 
 install: $(STAMP)
 
@@ -27,6 +33,24 @@ lint: install
 
 evaluate: install
 	$(PY) -m pipeline evaluate --config $(CONFIG) $(if $(DATA_DIR),--data-dir $(DATA_DIR),) $(if $(DOWNLOAD),--download,)
+
+# The same pipeline as a Ray Job on a running cluster; the head runs the driver, so paths in
+# CONFIG/ARGS are the head's. Prints the job id and how to follow it.
+submit: install
+	@id=$(or $(JOB),nb201-$$(date +%Y%m%d-%H%M%S)); \
+	$(RAY_CLI) submit $(RAY_AT) --submission-id $$id --no-wait --working-dir . \
+		-- python -m pipeline evaluate --config $(CONFIG) $(ARGS) \
+	&& printf '\nsubmitted job %s\n  status: make status JOB=%s%s\n  logs:   make logs JOB=%s%s\n' \
+		$$id $$id "$(if $(RAY_ADDRESS), RAY_ADDRESS=$(RAY_ADDRESS),)" $$id "$(if $(RAY_ADDRESS), RAY_ADDRESS=$(RAY_ADDRESS),)"
+
+status: install
+	@test -n "$(JOB)" || { echo "error: set JOB=<id> (make submit printed it)" >&2; exit 2; }
+	$(RAY_CLI) status $(RAY_AT) $(JOB)
+
+# Follows the job's output until it ends.
+logs: install
+	@test -n "$(JOB)" || { echo "error: set JOB=<id> (make submit printed it)" >&2; exit 2; }
+	$(RAY_CLI) logs $(RAY_AT) --follow $(JOB)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

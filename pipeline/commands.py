@@ -1,7 +1,8 @@
 """The run-level subcommands of `python -m pipeline`: evaluate, find-base-lr, plan.
 
-Each validates all user input (config, cells, data dir, results folder, Ray address) before
-any work, and turns a user mistake into one line on stderr and exit code 2.
+Each validates all user input (config, cells, reference, data dir, results folder and
+results_uri, Ray address) before any work, and turns a user mistake into one line on stderr and
+exit code 2.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from typing import Any
 import yaml
 
 from pipeline.spec import RunSpec, SpecError, load_spec
-from pipeline.store import StoreError
+from pipeline.store import ResultsMirror, StoreError
 
-_LAZY_USER_ERRORS = {"pipeline.orchestrate": "ClusterError", "pipeline.plan": "PlanError"}
+_LAZY_USER_ERRORS = {
+    "pipeline.orchestrate": "ClusterError",
+    "pipeline.plan": "PlanError",
+    "benchmarks.errors": "ReferenceSourceError",
+}
 
 
 def is_run_user_error(error: BaseException) -> bool:
@@ -98,10 +103,23 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     plan.set_defaults(handler=run_plan)
 
 
+def check_reference(reference: str | None) -> None:
+    """Open the report's reference source now, so that a wrong path or format fails in seconds rather
+    than after the sweep (raises benchmarks.ReferenceSourceError)."""
+    from benchmarks import ReferenceSourceError, open_reference
+
+    try:
+        open_reference(reference)
+    except ReferenceSourceError as error:  # one line: a parser's message may carry newlines
+        raise ReferenceSourceError(" ".join(str(error).split())) from None
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from pipeline.orchestrate import evaluate, stderr_log
 
     spec = spec_from_args(args)
+    if not args.no_report:
+        check_reference(spec.reference)
     outcome = evaluate(spec, args.address, stderr_log)
     counts = outcome.counts
     print(
@@ -109,6 +127,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         f"{counts['failed']} failed)"
     )
     print(f"results table: {outcome.table}")
+    if spec.results_uri:
+        print(f"results table copied to: {spec.results_uri.rstrip('/')}/{spec.run_id}/{outcome.table.name}")
     if not args.no_report:
         command = [sys.executable, "-m", "analysis", "report", "--run", str(outcome.run_dir)]
         if spec.reference:
@@ -117,6 +137,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
             print(f"warning: the report failed; rerun: {' '.join(command)}", file=sys.stderr)
             return 1
         print(f"report: {outcome.run_dir / 'report.md'}")
+        if spec.results_uri:
+            mirror = ResultsMirror(spec.results_uri, spec.run_id)
+            for path in [outcome.run_dir / "report.md", *sorted(outcome.run_dir.glob("*.png"))]:
+                mirror.copy(path)
+            print(f"report copied to: {mirror.uri}/report.md")
     return 0
 
 

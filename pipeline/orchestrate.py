@@ -100,6 +100,23 @@ def running_as_ray_job() -> bool:
     return JOB_CONFIG_ENV in os.environ
 
 
+def job_path_warnings(spec: RunSpec) -> list[str]:
+    """In a Ray Job the driver runs in a copy of the repo on the head node that Ray deletes in time;
+    relative paths point into it (data re-read or re-downloaded per job, results lost)."""
+    if not running_as_ray_job():
+        return []
+    where = f"this job's working directory ({Path.cwd()}), which Ray deletes in time"
+    warnings = []
+    if not Path(spec.data_dir).is_absolute():
+        warnings.append(f"warning: data_dir {spec.data_dir!r} is inside {where}: pass --data-dir on the head's disk")
+    if not Path(spec.results_dir).is_absolute() and not spec.results_uri:
+        warnings.append(
+            f"warning: results_dir {spec.results_dir!r} is inside {where}: pass --results-dir on shared storage "
+            "or set results_uri"
+        )
+    return warnings
+
+
 def shutdown() -> None:
     if ray.is_initialized():
         ray.shutdown()
@@ -391,11 +408,8 @@ def evaluate(spec: RunSpec, address: str | None, log: Log = print) -> RunOutcome
     """The main job: every selected cell under every protocol and seed, resumable."""
     check_address(address)
     selected = spec.cells.resolve()
-    if running_as_ray_job() and not Path(spec.results_dir).is_absolute() and not spec.results_uri:
-        log(
-            f"warning: results_dir {spec.results_dir!r} is inside this job's working directory "
-            f"({Path.cwd()}), which Ray deletes in time: pass --results-dir on shared storage or set results_uri"
-        )
+    for warning in job_path_warnings(spec):
+        log(warning)
     data, store = _prepare(spec, log)
     try:
         connect(address)

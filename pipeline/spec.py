@@ -18,6 +18,8 @@ from cells import INIT_RULES, LR_RULES, N_CELLS, Cell, CellError, cell_at
 
 DATASETS: tuple[str, ...] = ("cifar10", "cifar10-valid", "cifar100", "imagenet16_120")
 SELECTIONS: tuple[str, ...] = ("all", "classes", "sample", "list")
+URI_SCHEMES: tuple[str, ...] = ("file", "s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
+"""What `results_uri` may name: the filesystems `pyarrow.fs.FileSystem.from_uri` knows."""
 
 
 class SpecError(ValueError):
@@ -113,12 +115,14 @@ class RunSpec:
     device: str = "auto"
     reference: str | None = None
     results_dir: str = "results"
+    results_uri: str | None = None
 
     # --- identity ---------------------------------------------------------------------------
 
     def identity(self) -> dict[str, Any]:
         """What defines the numbers a run produces (not where data lives or how it is scheduled)."""
-        ignored = {"data_dir", "download", "resources", "max_attempts", "device", "reference", "results_dir"}
+        ignored = {"data_dir", "download", "resources", "max_attempts", "device", "reference"}
+        ignored |= {"results_dir", "results_uri"}
         return {k: v for k, v in asdict(self).items() if k not in ignored}
 
     @property
@@ -282,6 +286,19 @@ def validate(spec: RunSpec) -> None:
         "resources.gpus_per_trial must be a number >= 0 or 'auto'",
     )
     _check(isinstance(res.torch_threads, int) and res.torch_threads >= 1, "resources.torch_threads must be >= 1")
+    _check_results_uri(spec.results_uri)
+
+
+def _check_results_uri(uri: object) -> None:
+    """Shape only (no I/O here): the store opens it, and writes a probe, before any training."""
+    if uri is None:
+        return
+    scheme, sep, rest = str(uri).partition("://")
+    _check(
+        isinstance(uri, str) and ((sep and scheme in URI_SCHEMES and rest) or (not sep and uri.startswith("/"))),
+        f"results_uri must be a URI such as s3://bucket/prefix or file:///abs/path (schemes: "
+        f"{', '.join(URI_SCHEMES)}), got {uri!r}",
+    )
 
 
 def with_overrides(spec: RunSpec, **changes: Any) -> RunSpec:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import signal
+import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,12 @@ from pipeline.units import Unit, class_id_of
 FAULT_ENV = "NB201_FAULT_KILL_ONCE"
 """Fault drill: if set to a path that does not exist yet, the first unit creates it and SIGKILLs
 its own worker process mid-trial, so tests can watch Ray retry it. Never set in normal runs."""
+
+TRIAL_PID_ENV = "NB201_TRIAL_PID_DIR"
+"""Fault drills: if set to a folder, every attempt at a unit writes `<protocol>-<cell>-<seed>.<pid>`
+there as it starts, then waits while `<folder>/hold` exists (at most HOLD_MAX_S), so that a test can
+SIGKILL the very process, or node, training a unit, and count the attempts. Never set in normal runs."""
+HOLD_MAX_S = 300.0
 
 
 def package_versions() -> dict[str, str]:
@@ -81,6 +88,17 @@ def _maybe_kill_self() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _announce_attempt(unit: Unit) -> None:
+    folder = os.environ.get(TRIAL_PID_ENV)
+    if not folder:
+        return
+    pid = os.getpid()
+    Path(folder, f"{unit.protocol.name}-{unit.cell}-{unit.seed}.{pid}").write_text(str(pid))
+    hold, deadline = Path(folder, "hold"), time.monotonic() + HOLD_MAX_S
+    while hold.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def run_unit(spec: RunSpec, unit: Unit, base_lr: float | None, data: Any, device: str, threads: int) -> dict:
     """Train one unit; returns the outcome columns. Exceptions become status `failed`, never escape."""
     from pipeline.engine import train
@@ -88,6 +106,7 @@ def run_unit(spec: RunSpec, unit: Unit, base_lr: float | None, data: Any, device
     lr = unit.lr(base_lr)
     outcome: dict[str, Any] = {"lr": lr}
     try:
+        _announce_attempt(unit)
         _maybe_kill_self()
         record = train(
             unit.arch,

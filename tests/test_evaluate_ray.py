@@ -1,12 +1,11 @@
 """End to end through a real local Ray (2 CPUs) on real CIFAR-10 images: `python -m pipeline evaluate`.
 
-Ray starts with a HOME holding `ray_bootstrap_config.yaml` (stops its cloud-metadata probes), so
-nothing leaves this machine.
+Ray runs under a private temp root with a HOME that stops its cloud-metadata probes, on loopback
+(tests/raytools.py), so nothing leaves this machine.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from raytools import ray_env
 
 from cells import Cell, index_of
 
@@ -27,15 +27,6 @@ CELLS = [
 ]
 
 pytestmark = pytest.mark.slow
-
-
-def ray_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    (home / "ray_bootstrap_config.yaml").write_text("{}\n")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(HOME=str(home), RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", **extra)
-    return env
 
 
 def write_config(tmp_path: Path, cifar10_dir: Path, reference: Path) -> Path:
@@ -76,10 +67,10 @@ def evaluate(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
-def test_evaluate_resumes_and_survives_a_killed_worker(tmp_path, cifar10_dir, published_csv):
+def test_evaluate_resumes_and_survives_a_killed_worker(tmp_path, root, cifar10_dir, published_csv):
     config = write_config(tmp_path, cifar10_dir, published_csv)
     marker = tmp_path / "killed-once"
-    first = evaluate(config, ray_env(tmp_path, NB201_FAULT_KILL_ONCE=str(marker)))
+    first = evaluate(config, ray_env(root, NB201_FAULT_KILL_ONCE=str(marker)))
     assert first.returncode == 0, first.stderr[-3000:]
     assert marker.exists(), "the fault drill did not fire"
 
@@ -100,7 +91,7 @@ def test_evaluate_resumes_and_survives_a_killed_worker(tmp_path, cifar10_dir, pu
     assert (trained[trained["protocol"] == "nb201"]["lr"] == 0.1).all()
     assert (run_dirs[0] / "report.md").is_file()
 
-    second = evaluate(config, ray_env(tmp_path))
+    second = evaluate(config, ray_env(root))
     assert second.returncode == 0, second.stderr[-3000:]
     assert "0 trained now" in second.stdout and "cached" in second.stderr
     again = pd.read_parquet(run_dirs[0] / "results.parquet")
@@ -111,9 +102,9 @@ def test_evaluate_resumes_and_survives_a_killed_worker(tmp_path, cifar10_dir, pu
     )
 
 
-def test_unreachable_ray_address_is_one_clear_error_before_work(tmp_path, cifar10_dir, published_csv):
+def test_unreachable_ray_address_is_one_clear_error_before_work(tmp_path, root, cifar10_dir, published_csv):
     config = write_config(tmp_path, cifar10_dir, published_csv)
-    env = ray_env(tmp_path, RAY_ADDRESS="127.0.0.1:1")
+    env = ray_env(root, RAY_ADDRESS="127.0.0.1:1")
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", "evaluate", "--config", str(config)],
         cwd=REPO,

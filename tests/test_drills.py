@@ -1,0 +1,354 @@
+"""Fault drills on a real local Ray and real CIFAR-10 images: a worker SIGKILLed mid-trial, the driver
+SIGKILLed mid-run and rerun, writers SIGKILLed mid-write, and bad inputs refused before any work.
+
+Each Ray instance lives under its own short temp root (RAY_TMPDIR, so that it neither finds nor is
+found by any other Ray on the machine), with a HOME whose `ray_bootstrap_config.yaml` stops Ray's
+cloud-metadata probes, on loopback only (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps a single-node Ray
+on 127.0.0.1; Ray 2.60 turns an explicit 127.0.0.1 into the host's address). `kill_ray(root)` ends
+whatever runs under a root, also what a SIGKILLed driver leaves behind. The trials are held at their
+start (the NB201_TRIAL_PID_DIR hook of pipeline.worker) while a test picks its victim, so each drill
+kills the process it means to, at the moment it means to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import select
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from raytools import (
+    CELLS,
+    REPO,
+    attempts,
+    finish,
+    kill_ray,
+    one_row_per_unit,
+    ray_env,
+    ray_processes,
+    start_driver,
+    stored_rows,
+    wait_for,
+    write_config,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_worker_killed_mid_trial_is_retried_and_lands_once(root, cifar10_dir):
+    cells = CELLS[:4]
+    pid_dir = root / "pids"
+    pid_dir.mkdir()
+    (pid_dir / "hold").touch()
+    config = write_config(root / "drill.yaml", cifar10_dir, cells, root / "results")
+    logs = root / "logs"
+    driver = start_driver(config, ray_env(root, NB201_TRIAL_PID_DIR=str(pid_dir)), logs)
+    try:
+        unit, victim = wait_for("a trial to start", lambda: attempts(pid_dir)[:1], driver=driver)[0]
+        title = " ".join(psutil.Process(victim).cmdline())
+        assert "_unit_task" in title, f"pid {victim} is not a Ray worker running a unit: {title!r}"
+        os.kill(victim, signal.SIGKILL)
+        wait_for("the killed worker to go", lambda: not psutil.pid_exists(victim) or _zombie(victim))
+    finally:
+        (pid_dir / "hold").unlink()
+    finish(driver, logs)
+
+    table = pd.read_parquet(next((root / "results").glob("drill-*")) / "results.parquet")
+    one_row_per_unit(table, cells)
+    tries = Counter(name for name, _ in attempts(pid_dir))
+    assert tries[unit] == 2, tries  # killed once, retried by Ray once
+    assert all(n == 1 for name, n in tries.items() if name != unit), tries
+    assert (table["attempts"] == 1).all()  # Ray's retry is inside one driver attempt
+    print(f"\nDRILL worker-kill: units {len(cells)}, retries {sum(tries.values()) - len(cells)}, rows {len(table)}")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_driver_killed_mid_run_resumes_without_retraining(root, cifar10_dir):
+    pid_dir = root / "pids"
+    pid_dir.mkdir()
+    config = write_config(root / "drill.yaml", cifar10_dir, CELLS, root / "results")
+    env = ray_env(root, NB201_TRIAL_PID_DIR=str(pid_dir))
+    driver = start_driver(config, env, root / "logs-1")
+    db = root / "results"
+    try:
+        wait_for(
+            "2 units to land",
+            lambda: len(stored_rows(next(db.glob("drill-*/results.sqlite"), db / "none"))) >= 2,
+            driver=driver,
+        )
+    finally:
+        os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as the OOM killer would
+        driver.wait()
+    run_dir = next(db.glob("drill-*"))
+    left_behind = sorted(p.name() for p in ray_processes(root))  # its embedded Ray's orphans
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(driver.pid, signal.SIGKILL)  # its process group (it ran in its own session) ...
+    killed = kill_ray(root)  # ... and what left the group (Ray's workers and agents start their own)
+
+    before = stored_rows(run_dir / "results.sqlite")
+    with sqlite3.connect(run_dir / "results.sqlite") as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finished = len(before)
+    assert 2 <= finished < len(CELLS), f"{finished} of {len(CELLS)} landed before the kill; the drill needs a middle"
+    assert (before["status"] == "ok").all() and before["test_acc"].notna().all()  # whole rows only
+    if (run_dir / "results.parquet").exists():
+        assert pq.read_table(run_dir / "results.parquet").num_rows <= finished
+    first_attempts = Counter(name for name, _ in attempts(pid_dir))
+
+    stdout, stderr = finish(start_driver(config, env, root / "logs-2"), root / "logs-2")
+    planned = re.search(r"(\d+) already finished, \d+ failed .*?, (\d+) to train", stderr)
+    done = re.search(r"done: (\d+) units \((\d+) trained now, (\d+) already finished", stdout)
+    assert planned and done, stderr[-3000:]
+    assert (int(planned[1]), int(planned[2])) == (finished, len(CELLS) - finished)
+    assert (int(done[1]), int(done[2]), int(done[3])) == (len(CELLS), len(CELLS) - finished, finished)
+
+    table = pd.read_parquet(run_dir / "results.parquet")
+    one_row_per_unit(table, CELLS)
+    kept = table.set_index("nb201_index").loc[before["nb201_index"], "finished_at"]
+    assert kept.tolist() == before["finished_at"].tolist()  # finished rows were not rewritten
+    tries = Counter(name for name, _ in attempts(pid_dir))
+    landed = {f"nb201-{i}-0" for i in before["nb201_index"]}
+    assert all(tries[name] == first_attempts[name] for name in landed), "a finished unit was trained again"
+    wait_for("the resumed driver's Ray to stop", lambda: not ray_processes(root) or None, 30)
+    print(
+        f"\nDRILL driver-kill: units {len(CELLS)}, finished before the kill {finished}, trained on resume "
+        f"{int(done[2])}, rows {len(table)}; Ray processes left by the killed driver {len(left_behind)} "
+        f"({', '.join(left_behind)}), killed {killed}"
+    )
+
+
+WRITER = """
+import io, shutil, sys, time
+from pathlib import Path
+import pandas as pd
+from pipeline.store import ResultsStore
+
+run_dir, stage, mirror, batch = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+def rows(start):
+    return [dict(run_id="r", dataset="cifar10", protocol="p", nb201_index=i, seed=0, arch_str="x", shared=False,
+                 status="ok", init_rule="kaiming", width=4, cells_per_stage=1, epochs=1, batch_size=128,
+                 attempts=1, train_loss=[2.0, 1.0]) for i in range(start, start + batch)]
+
+def pause(where):
+    print(where, flush=True)
+    time.sleep(600)
+
+store = ResultsStore(run_dir, mirror)
+if stage == "first":
+    store.write(rows(0))
+    store.export_parquet()
+elif stage == "mid-transaction":
+    inserted = [0]
+    def trace(sql):
+        inserted[0] += sql.startswith("INSERT")
+        if inserted[0] == batch // 2:
+            pause(stage)
+    store._db.set_trace_callback(trace)
+    store.write(rows(batch))
+elif stage == "mid-parquet":
+    store.write(rows(batch))
+    original = pd.DataFrame.to_parquet
+    def half(self, path, **kwargs):
+        buffer = io.BytesIO()
+        original(self, buffer, **kwargs)
+        Path(path).write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        pause(stage)
+    pd.DataFrame.to_parquet = half
+    store.export_parquet()
+elif stage == "mid-mirror":
+    def half_copy(source, target, length=0):
+        data = source.read()
+        target.write(data[: len(data) // 2])
+        target.flush()
+        pause(stage)
+    shutil.copyfileobj = half_copy
+    store.export_parquet()
+print("done", flush=True)
+"""
+
+
+def test_killed_writers_leave_whole_rows_and_whole_files(tmp_path):
+    """SIGKILL mid-transaction, mid-Parquet-write, mid-mirror-copy: SQLite keeps all of a write or none
+    of it; results.parquet and its results_uri copy are the old file or the new one, never part of one."""
+    batch = 2000
+    run_dir, mirror_dir = tmp_path / "run-1", tmp_path / "mirror"
+    mirror = f"file://{mirror_dir}"
+
+    def run(stage: str) -> None:
+        child = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(run_dir), stage, mirror, str(batch)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert select.select([child.stdout], [], [], 120)[0], f"{stage}: the writer said nothing"
+            said = child.stdout.readline().strip()
+            assert said == ("done" if stage == "first" else stage), said
+            if said != "done":
+                child.kill()  # SIGKILL, in the middle of the write
+        finally:
+            child.kill()
+            child.wait()
+
+    def state() -> tuple[int, int, int]:
+        with sqlite3.connect(run_dir / "results.sqlite") as connection:
+            assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            count = connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        local = pq.read_table(run_dir / "results.parquet").num_rows
+        copied = pq.read_table(mirror_dir / run_dir.name / "results.parquet").num_rows
+        return count, local, copied
+
+    run("first")
+    assert state() == (batch, batch, batch)
+    run("mid-transaction")
+    assert state() == (batch, batch, batch)  # none of the half-inserted transaction
+    run("mid-parquet")
+    assert state() == (2 * batch, batch, batch)  # committed rows; the old Parquet file, whole
+    with pytest.raises(Exception):  # noqa: B017 - the interrupted temp file is really partial
+        pq.read_table(run_dir / "results.parquet.tmp")
+    run("mid-mirror")
+    assert state() == (2 * batch, 2 * batch, batch)  # new local file; the old copy, whole
+    run("first")
+    assert state() == (2 * batch, 2 * batch, 2 * batch)
+
+
+# --- bad inputs: one clear line, exit code 2, before any work ------------------------------------------
+
+
+def _bad(kind: str, tmp: Path, cifar10_dir: Path, published_csv: Path) -> tuple[list[str], str]:
+    """(CLI arguments, what the error line must say) for one kind of bad input."""
+    results = tmp / "results"
+    base: dict[str, Any] = yaml.safe_load(write_config(tmp / "base.yaml", cifar10_dir, CELLS[:2], results).read_text())
+    base["reference"] = f"csv:{published_csv}"
+    base["protocols"].append({"name": "scaled", "init": "arch-source", "lr_rule": "official", "base_lr": 0.2})
+    config, flags = dict(base), []
+    if kind == "bad-yaml":
+        (tmp / "c.yaml").write_text("name: x\nprotocols: [\n  - {name: nb201\n")
+        return ["--config", str(tmp / "c.yaml")], "not valid YAML"
+    if kind == "unknown-key":
+        config["epoch"] = 1
+        expected = "unknown key config.epoch"
+    elif kind == "unknown-init":
+        config["protocols"] = [{"name": "nb201", "init": "xavier", "lr": 0.1}]
+        expected = "init 'xavier' is unknown"
+    elif kind == "unknown-lr-rule":
+        config["protocols"] = [{"name": "s", "init": "arch-source", "lr_rule": "sqrt", "base_lr": 0.2}]
+        expected = "lr_rule 'sqrt' is unknown"
+    elif kind == "truncated-pickle":
+        copy = tmp / "cifar10"
+        shutil.copytree(cifar10_dir, copy)
+        batch = next(copy.rglob("data_batch_1"))
+        batch.write_bytes(batch.read_bytes()[: batch.stat().st_size // 2])
+        config["data_dir"] = str(copy)
+        expected = "data_batch_1"
+    elif kind == "results-under-a-file":
+        (tmp / "a-file").write_text("")
+        flags = ["--results-dir", str(tmp / "a-file" / "results")]
+        expected = "cannot create results folder"
+    elif kind == "results-in-proc":
+        flags = ["--results-dir", "/proc/nb201-results"]
+        expected = "results folder"
+    elif kind == "reference-not-csv":
+        (tmp / "blob.csv").write_bytes(bytes(range(256)) * 64)
+        config["reference"] = f"csv:{tmp / 'blob.csv'}"
+        expected = "blob.csv"
+    elif kind == "results-uri-scheme":
+        config["results_uri"] = "ftp://host/results"
+        expected = "results_uri must be a URI"
+    elif kind == "results-uri-unwritable":
+        config["results_uri"] = "file:///proc/nb201-results"
+        expected = "cannot write to results_uri"
+    elif kind == "dashboard-address":
+        flags = ["--address", "http://127.0.0.1:8265"]
+        expected = "dashboard"
+    else:
+        raise AssertionError(kind)
+    (tmp / "c.yaml").write_text(yaml.safe_dump(config))
+    return ["--config", str(tmp / "c.yaml"), *flags], expected
+
+
+BAD_INPUTS = [
+    "bad-yaml",
+    "unknown-key",
+    "unknown-init",
+    "unknown-lr-rule",
+    "truncated-pickle",
+    "results-under-a-file",
+    "results-in-proc",
+    "reference-not-csv",
+    "results-uri-scheme",
+    "results-uri-unwritable",
+    "dashboard-address",
+]
+
+
+@pytest.mark.parametrize("kind", BAD_INPUTS)
+def test_bad_input_is_one_clear_error_before_any_work(kind, tmp_path, cifar10_dir, published_csv, monkeypatch, capsys):
+    import pipeline.orchestrate
+    from pipeline.__main__ import main
+
+    def no_work(*_: object, **__: object) -> None:
+        raise AssertionError("Ray was started: the bad input was not caught before the work")
+
+    monkeypatch.setattr(pipeline.orchestrate, "connect", no_work)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    args, expected = _bad(kind, tmp_path, cifar10_dir, published_csv)
+    code = main(["evaluate", *args])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2, err
+    assert len(lines) == 1 and expected in lines[0], err
+    assert err.strip().splitlines()[-1] == lines[0], "the error runs over more than one line"
+    assert "Traceback" not in err
+    assert not list((tmp_path / "results").glob("*/results.sqlite")), "a results store was created"
+
+
+def test_bad_input_exit_code_of_the_real_command(tmp_path, cifar10_dir, published_csv):
+    args, expected = _bad("truncated-pickle", tmp_path, cifar10_dir, published_csv)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "evaluate", *args],
+        cwd=REPO,
+        env=ray_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2
+    assert len(lines) == 1 and expected in lines[0], result.stderr[-2000:]
+
+
+def test_job_driver_warns_about_paths_inside_its_working_dir(tmp_path, cifar10_dir, monkeypatch):
+    """As a Ray Job the driver runs in a copy of the repo that Ray deletes: relative paths are named."""
+    from pipeline.orchestrate import JOB_CONFIG_ENV, job_path_warnings
+    from pipeline.spec import load_spec
+
+    relative = load_spec(write_config(tmp_path / "c.yaml", Path("data/cifar10"), CELLS[:1], Path("results")))
+    absolute = load_spec(write_config(tmp_path / "c.yaml", cifar10_dir, CELLS[:1], tmp_path / "results"))
+    assert job_path_warnings(relative) == []  # not a job: relative paths are the user's own
+    monkeypatch.setenv(JOB_CONFIG_ENV, "{}")
+    warnings = job_path_warnings(relative)
+    assert len(warnings) == 2 and "data_dir 'data/cifar10'" in warnings[0] and "results_dir" in warnings[1]
+    assert job_path_warnings(absolute) == []
