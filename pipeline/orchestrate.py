@@ -303,6 +303,9 @@ def run_sweep(
     """Train every unfinished unit through Ray, writing each unit's rows as it lands."""
     data_ref = ray.put(data)
     base_lrs = resolve_base_lrs(spec, data_ref, log)
+    record = spec.run_dir / "base_lr.json"  # next to spec.yaml: the base LRs this run's scaled protocols used
+    record.with_name("base_lr.json.tmp").write_text(json.dumps(base_lrs, indent=1))
+    os.replace(record.with_name("base_lr.json.tmp"), record)
     units, no_path = plan_units(spec, selected)
     stored = store.statuses()
 

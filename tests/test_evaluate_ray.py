@@ -6,6 +6,7 @@ Ray runs under a private temp root with a HOME that stops its cloud-metadata pro
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,8 @@ def test_evaluate_resumes_and_survives_a_killed_worker(tmp_path, root, cifar10_d
     assert (scaled["lr"] < scaled["base_lr"] + 1e-12).all() and scaled["base_lr"].nunique() == 1
     assert (trained[trained["protocol"] == "nb201"]["lr"] == 0.1).all()
     assert (run_dirs[0] / "report.md").is_file()
+    used = json.loads((run_dirs[0] / "base_lr.json").read_text())
+    assert used["nb201"] is None and used["scaled"] == scaled["base_lr"].iloc[0]
 
     second = evaluate(config, ray_env(root))
     assert second.returncode == 0, second.stderr[-3000:]
