@@ -95,7 +95,8 @@ def kill_ray(root: Path) -> int:
 # --- runs -------------------------------------------------------------------------------------------
 
 
-def write_config(path: Path, cifar10_dir: Path, cells: list[int], results_dir: Path, **extra: Any) -> Path:
+def write_config(path: Path, cifar10_dir: Path, cells: list[int | str], results_dir: Path, **extra: Any) -> Path:
+    """A tiny run config (C=4, N=1, 1 epoch, 256 images); `extra` overrides or adds keys."""
     config = {
         "name": "drill",
         "dataset": "cifar10",

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from raytools import ray_env
+from raytools import ray_env, write_config
 
 from cells import Cell, index_of
 
@@ -30,46 +29,37 @@ CELLS = [
 pytestmark = pytest.mark.slow
 
 
-def write_config(tmp_path: Path, cifar10_dir: Path, reference: Path) -> Path:
-    config = {
-        "name": "e2e",
-        "dataset": "cifar10",
-        "data_dir": str(cifar10_dir),
-        "width": 4,
-        "cells_per_stage": 1,
-        "epochs": 1,
-        "batch_size": 128,
-        "max_train": 512,
-        "max_eval": 256,
-        "seeds": [0],
-        "cells": {"select": "list", "cells": CELLS},
-        "protocols": [
+def e2e_config(tmp_path: Path, cifar10_dir: Path, reference: Path) -> Path:
+    return write_config(
+        tmp_path / "e2e.yaml",
+        cifar10_dir,
+        CELLS,
+        tmp_path / "results",
+        name="e2e",
+        max_train=512,
+        protocols=[
             {"name": "nb201", "init": "kaiming", "lr": 0.1},
             {"name": "scaled", "init": "arch-source", "lr_rule": "official", "base_lr": "auto"},
         ],
-        "base_lr_search": {"low": 0.1, "high": 0.4, "points": 2, "epochs": 1},
-        "results_dir": str(tmp_path / "results"),
-        "reference": f"csv:{reference}",
-    }
-    path = tmp_path / "e2e.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+        base_lr_search={"low": 0.1, "high": 0.4, "points": 2, "epochs": 1},
+        reference=f"csv:{reference}",
+    )
 
 
-def evaluate(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+def evaluate(config: Path, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pipeline", "evaluate", "--config", str(config)],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
         check=False,
     )
 
 
 def test_evaluate_resumes_and_survives_a_killed_worker(tmp_path, root, cifar10_dir, published_csv):
-    config = write_config(tmp_path, cifar10_dir, published_csv)
+    config = e2e_config(tmp_path, cifar10_dir, published_csv)
     marker = tmp_path / "killed-once"
     first = evaluate(config, ray_env(root, NB201_FAULT_KILL_ONCE=str(marker)))
     assert first.returncode == 0, first.stderr[-3000:]
@@ -106,17 +96,9 @@ def test_evaluate_resumes_and_survives_a_killed_worker(tmp_path, root, cifar10_d
 
 
 def test_unreachable_ray_address_is_one_clear_error_before_work(tmp_path, root, cifar10_dir, published_csv):
-    config = write_config(tmp_path, cifar10_dir, published_csv)
+    config = e2e_config(tmp_path, cifar10_dir, published_csv)
     env = ray_env(root, RAY_ADDRESS="127.0.0.1:1")
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "evaluate", "--config", str(config)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = evaluate(config, env, timeout=300)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "RAY_ADDRESS" in lines[0], result.stderr[-2000:]
