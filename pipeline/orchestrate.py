@@ -80,6 +80,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         if address:
             ray.init(address=address, **kwargs)
         else:
+            # Ray 2.60 may still pick the host's address for an embedded instance; set
+            # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before starting to keep it on loopback (tests do).
             ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
     except Exception as error:  # Ray raises ConnectionError, RuntimeError or its own types
         where = f"Ray cluster at {address}" if address else "a local Ray instance"
