@@ -23,6 +23,7 @@ from analysis.compare import (
 )
 from analysis.runs import DEFAULT_KEEP, RESULTS_FILE, RunData, load_run
 from benchmarks import DEFAULT, Reference, ReferenceSourceError, open_reference
+from core.atomic import atomic_write_text
 
 REPORT_FILE = "report.md"
 
@@ -59,9 +60,7 @@ def write_report(
     comparisons = compare_run(run, ref, noise, bar, settings)
     figures = _write_figures(run, comparisons, settings)
     text = render(run, ref, comparisons, figures, settings, keep, notes + run.notes)
-    path = run_dir / REPORT_FILE
-    path.write_text(text, encoding="utf-8")
-    return path
+    return atomic_write_text(run_dir / REPORT_FILE, text)
 
 
 def default_noise_reference(

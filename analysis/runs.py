@@ -16,39 +16,27 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import Reference, ReferenceSourceError, column_name
+from core.datasets import DATASETS
+from core.errors import UserError
+from core.rows import KEY, STATUSES
 
 RESULTS_FILE = "results.parquet"
-STATUSES: tuple[str, ...] = ("ok", "diverged", "no-path", "failed")
 DEFAULT_KEEP: tuple[str, ...] = ("ok",)
 """Statuses whose trials enter the statistics; no-path cells and diverged/failed trials are counted instead."""
 
-COMPARED_METRICS: dict[str, tuple[str, ...]] = {
-    "cifar10": ("test",),
-    "cifar10-valid": ("valid", "test"),
-    "cifar100": ("test", "valid"),
-    "imagenet16_120": ("test", "valid"),
-}
-"""Dataset -> reference metrics our results are compared on; the first is the primary (the paper's "test")."""
+COMPARED_METRICS: dict[str, tuple[str, ...]] = {name: info.compared_metrics for name, info in DATASETS.items()}
+"""Dataset -> reference metrics our results are compared on (`core.datasets`); the first is the primary."""
 
 RESULT_COLUMN: dict[str, str] = {"valid": "valid_acc", "test": "test_acc"}
 """Reference metric -> results-table column measured on the same split."""
 
 REFERENCE_EPOCHS = 200
 
-REQUIRED_COLUMNS: tuple[str, ...] = (
-    "run_id",
-    "dataset",
-    "protocol",
-    "nb201_index",
-    "arch_str",
-    "seed",
-    "status",
-    "valid_acc",
-    "test_acc",
-)
+REQUIRED_COLUMNS: tuple[str, ...] = (*KEY, "arch_str", "status", "valid_acc", "test_acc")
+"""The `core.rows.TrialRow` columns the statistics read."""
 
 
-class RunTableError(ValueError):
+class RunTableError(UserError):
     """A run folder without a usable results table; the message names what is wrong and the fix."""
 
 

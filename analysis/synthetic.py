@@ -14,11 +14,13 @@ import pandas as pd
 
 from analysis.runs import RESULT_COLUMN, RESULTS_FILE
 from benchmarks import Reference
+from core.rows import COLUMNS, arrow_schema, to_record
 
 PROTOCOLS = {
-    "nb201": {"init_rule": "kaiming", "lr_rule": "constant", "shift": 0.0},
-    "scaled": {"init_rule": "arch_aware", "lr_rule": "scaled", "shift": 0.8},
+    "nb201": {"init_rule": "kaiming", "lr_rule": None, "shift": 0.0},
+    "scaled": {"init_rule": "arch-source", "lr_rule": "official", "shift": 0.8},
 }
+"""Protocols as the pipeline writes them (`core.rows.TrialRow`'s init_rule / lr_rule values)."""
 
 
 def synthetic_results(
@@ -43,7 +45,7 @@ def synthetic_results(
     arch = reference.frame["arch_str"]
     rows = []
     for protocol in protocols:
-        spec = PROTOCOLS.get(protocol, {"init_rule": "kaiming", "lr_rule": "constant", "shift": 0.0})
+        spec = PROTOCOLS.get(protocol, PROTOCOLS["nb201"])
         for index in indices:
             for seed in seeds:
                 status = "no-path" if index in no_path else "ok"
@@ -60,7 +62,7 @@ def synthetic_results(
                     "seed": int(seed),
                     "status": status,
                     "lr": 0.1,
-                    "base_lr": 0.1,
+                    "base_lr": None if spec["lr_rule"] is None else 0.46,
                     "init_rule": spec["init_rule"],
                     "lr_rule": spec["lr_rule"],
                     "width": 16,
@@ -74,14 +76,14 @@ def synthetic_results(
                     if status == "ok" and metric in published and index in published[metric].index:
                         value = published[metric].loc[index] + float(spec["shift"]) + rng.normal(0.0, noise)
                     row[column] = float(np.clip(value, 0.0, 100.0)) if np.isfinite(value) else np.nan
-                rows.append(row)
-    return pd.DataFrame(rows)
+                rows.append(to_record(row))
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def write_run(run_dir: Path, results: pd.DataFrame) -> Path:
     """Write a run folder as the pipeline does: results.parquet and a spec.yaml."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    results.to_parquet(run_dir / RESULTS_FILE, index=False)
+    results.to_parquet(run_dir / RESULTS_FILE, index=False, schema=arrow_schema())
     (run_dir / "spec.yaml").write_text("# synthetic run for tests and demos\nrun_id: synthetic\n", encoding="utf-8")
     return run_dir

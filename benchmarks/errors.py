@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from core.errors import UserError
 
-class ReferenceSourceError(ValueError):
+
+class ReferenceSourceError(UserError):
     """A reference source is missing, unreadable or not the format claimed.
 
     The message names the problem and the fix; the CLIs print it as one line.

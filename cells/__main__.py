@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from cells.export import cells_table
+from core.atomic import atomic_path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,12 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     table = cells_table()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    if args.out.suffix == ".parquet":
-        table.to_parquet(tmp, index=False)
-    else:
-        table.to_csv(tmp, index=False)
-    tmp.replace(args.out)
+    with atomic_path(args.out) as tmp:
+        if args.out.suffix == ".parquet":
+            table.to_parquet(tmp, index=False)
+        else:
+            table.to_csv(tmp, index=False)
     elapsed = time.perf_counter() - start
     print(
         f"wrote {len(table):,} cells to {args.out} in {elapsed:.1f} s: "

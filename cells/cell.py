@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from core.errors import UserError
+
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 """Op names in NB201's search-space order; an op's position is its digit in the op code."""
 
@@ -24,7 +26,7 @@ _NODE_RE = re.compile(r"\|([^|]*)\|")
 _TOKEN_RE = re.compile(r"^([a-z0-9_]+)~(\d+)$")
 
 
-class CellError(ValueError):
+class CellError(UserError):
     """A cell description that cannot be parsed; the message names the bad token."""
 
 

@@ -9,38 +9,23 @@ from __future__ import annotations
 
 from cells.cell import CONV_KERNEL, Cell
 from cells.classes import live_graph
+from core.shape import NetShape
 
 
 def cell_conv_macs(ops: list[str], channels: int, side: int) -> int:
     return sum(CONV_KERNEL[op] ** 2 * channels * channels * side * side for op in ops if op in CONV_KERNEL)
 
 
-def network_macs(
-    cell: Cell,
-    num_classes: int,
-    width: int = 16,
-    cells_per_stage: int = 5,
-    image_size: int = 32,
-    live_only: bool = False,
-) -> int:
+def network_macs(cell: Cell, shape: NetShape, live_only: bool = False) -> int:
     """Conv and linear MACs of one forward pass of one image (BN, ReLU, pooling omitted, as NB201)."""
-    if live_only:
-        ops = [e.op for e in live_graph(cell).edges if e.op in CONV_KERNEL]
-    else:
-        ops = list(cell.ops)
-    c, side = width, image_size
-    total = 27 * c * side * side  # stem 3x3, 3 -> C
-    for stage, channels in enumerate((c, 2 * c, 4 * c)):
-        total += cells_per_stage * cell_conv_macs(ops, channels, side)
-        if stage < 2:
-            side //= 2
-            c_out = 2 * channels
-            total += 9 * channels * c_out * side * side  # conv_a, stride 2
+    ops = [e.op for e in live_graph(cell).edges] if live_only else list(cell.ops)
+    total = 27 * shape.width * shape.image_size**2  # stem 3x3, 3 -> C
+    for stage in shape.stages():
+        c_out, side = stage.channels, stage.side
+        if stage.reduction_from is not None:
+            c_in = stage.reduction_from
+            total += 9 * c_in * c_out * side * side  # conv_a, stride 2
             total += 9 * c_out * c_out * side * side  # conv_b
-            total += channels * c_out * side * side  # downsample 1x1
-    return total + 4 * c * num_classes
-
-
-def training_flops_per_image(cell: Cell, num_classes: int, width: int, cells_per_stage: int, image_size: int) -> float:
-    """FLOPs to train on one image: 2 per MAC, x3 for forward + backward (the usual estimate)."""
-    return 6.0 * network_macs(cell, num_classes, width, cells_per_stage, image_size, live_only=True)
+            total += c_in * c_out * side * side  # downsample 1x1
+        total += stage.cells * cell_conv_macs(ops, c_out, side)
+    return total + shape.final_channels * shape.num_classes

@@ -11,8 +11,11 @@ from cells.classes import class_key, nb201_unique_str
 from cells.paths import in_degrees, network_params, paths, sum_depth_cubed
 from cells.rules import INIT_RULES, lr_factor
 from cells.space import all_cells
+from core.datasets import DATASETS
+from core.shape import NetShape
 
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet16_120": 120}
+PARAM_FILES: dict[str, int] = {d.files: d.num_classes for d in DATASETS.values()}
+"""Parameter counts differ by classifier only: one column per dataset's files (NB201's `params_m_*`)."""
 
 
 def cell_row(index: int, cell: Cell) -> dict[str, object]:
@@ -41,8 +44,8 @@ def cell_row(index: int, cell: Cell) -> dict[str, object]:
         "n_avg_pool": ops["avg_pool_3x3"],
         "n_none": ops["none"],
     }
-    for dataset, classes in NUM_CLASSES.items():
-        row[f"params_{dataset}"] = network_params(cell, classes)
+    for files, classes in PARAM_FILES.items():
+        row[f"params_{files}"] = network_params(cell, NetShape(num_classes=classes))
     return row
 
 

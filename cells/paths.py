@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from cells.cell import CONV_KERNEL, EDGES, N_NODES, Cell
+from core.shape import NetShape
 
 OUTPUT = N_NODES - 1
 
@@ -85,23 +86,21 @@ def conv_edge_params(op: str, channels: int) -> int:
     return CONV_KERNEL[op] ** 2 * channels * channels + 2 * channels
 
 
-def network_params(cell: Cell, num_classes: int, width: int = 16, cells_per_stage: int = 5) -> int:
+def network_params(cell: Cell, shape: NetShape) -> int:
     """Trainable parameters of NB201's TinyNetwork built from this cell.
 
-    Stem Conv3x3(3->C)+BN; three stages of N cells at C, 2C, 4C joined by ResNet basic-block
-    reductions (conv_a 3x3 s2 + BN, conv_b 3x3 + BN, downsample AvgPool + Conv1x1);
-    final BN, linear classifier. BN running stats are buffers, not parameters.
+    Stem Conv3x3(3->C)+BN; per stage N cells, entered (after the first) through a ResNet basic-block
+    reduction (conv_a 3x3 s2 + BN, conv_b 3x3 + BN, downsample AvgPool + Conv1x1); final BN, linear
+    classifier. BN running stats are buffers, not parameters.
     """
-    c = width
-    total = 3 * 9 * c + 2 * c  # stem
-    for stage, channels in enumerate((c, 2 * c, 4 * c)):
-        per_cell = sum(conv_edge_params(op, channels) for op in cell.ops)
-        total += cells_per_stage * per_cell
-        if stage < 2:
-            c_in, c_out = channels, 2 * channels
+    total = 3 * 9 * shape.width + 2 * shape.width  # stem
+    for stage in shape.stages():
+        c_out = stage.channels
+        if stage.reduction_from is not None:
+            c_in = stage.reduction_from
             total += 9 * c_in * c_out + 2 * c_out  # conv_a
             total += 9 * c_out * c_out + 2 * c_out  # conv_b
             total += c_in * c_out  # downsample 1x1
-    total += 2 * 4 * c  # last BN
-    total += 4 * c * num_classes + num_classes  # classifier
-    return total
+        total += stage.cells * sum(conv_edge_params(op, c_out) for op in cell.ops)
+    total += 2 * shape.final_channels  # last BN
+    return total + shape.final_channels * shape.num_classes + shape.num_classes  # classifier

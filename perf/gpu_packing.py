@@ -25,18 +25,10 @@ def _worker(config: str, steps: int, start: mp.Event, out: mp.Queue) -> None:
 
     spec = load_spec(config)
     data = synthetic_splits(spec, spec.batch_size * steps)
-    kwargs = dict(
-        width=spec.width,
-        cells_per_stage=spec.cells_per_stage,
-        init_rule="kaiming",
-        lr=0.05,
-        batch_size=spec.batch_size,
-        seed=0,
-        device="cuda",
-    )
-    train(Cell.parse(CELL), data, epochs=1, **kwargs)  # warm-up: cudnn autotune, allocator
+    cfg = spec.train_config(spec.protocols[0], 0, 0.05, device="cuda").with_(epochs=1)
+    train(Cell.parse(CELL), data, cfg)  # warm-up: cudnn autotune, allocator
     start.wait()
-    record = train(Cell.parse(CELL), data, epochs=1, **kwargs)
+    record = train(Cell.parse(CELL), data, cfg)
     out.put(record.images_per_s)
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import ray
 
-from pipeline.orchestrate import _unit_task, connect, shutdown
+from pipeline.cluster import connect, shutdown
+from pipeline.orchestrate import _unit_task
 from pipeline.spec import spec_from_dict
 from pipeline.units import plan_units
 from pipeline.worker import run_unit
@@ -53,7 +54,7 @@ def main() -> None:
     data = load_splits(spec.dataset, spec.data_dir, max_train=spec.max_train, max_eval=spec.max_eval)
 
     start = time.perf_counter()
-    direct = [run_unit(spec, u, None, data, "cpu", 1)["wall_s"] for u in units]
+    direct = [run_unit(spec, u, None, data, "cpu")["wall_s"] for u in units]
     direct_total = time.perf_counter() - start
 
     home = tempfile.mkdtemp()

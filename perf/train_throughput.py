@@ -30,8 +30,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from cells import Cell
+from core.config import TrainConfig, cosine
 from pipeline.data import DatasetSplits, load_splits
-from pipeline.engine import cosine_lr, train
+from pipeline.engine import train
 from pipeline.model import build_model
 
 CELLS = (
@@ -93,7 +94,7 @@ def reference_throughput(
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(lr, step, total_steps)
+                group["lr"] = cosine(lr, step, total_steps)
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -145,20 +146,11 @@ def main() -> None:
                     lr=0.1,
                     device=args.device,
                 )
+            cfg = TrainConfig(
+                width=width, cells_per_stage=n, epochs=int(epochs), batch_size=args.batch_size, device=args.device
+            )
             for precision in ("fp32", "auto"):
-                record = train(
-                    cell,
-                    data,
-                    width=width,
-                    cells_per_stage=n,
-                    init_rule="kaiming",
-                    lr=0.1,
-                    epochs=int(epochs),
-                    batch_size=args.batch_size,
-                    seed=0,
-                    device=args.device,
-                    precision=precision,
-                )
+                record = train(cell, data, cfg.with_(precision=precision))
                 speed[precision] = record.images_per_s
             for key in times:
                 times[key] += images / speed[key]

@@ -12,14 +12,14 @@ import json
 import sys
 from typing import Any
 
-from cells import INIT_RULES, LR_RULES, Cell, CellError, scaled_lr
-from pipeline.commands import add_commands, is_run_user_error
+from cells import INIT_RULES, LR_RULES, Cell, cell_at, scaled_lr
+from core.config import PRECISIONS, SCHEDULES, TrainConfig
+from core.datasets import DATASET_NAMES
+from core.errors import UserError
+from pipeline.commands import add_commands
 
-DATASETS = ("cifar10-valid", "cifar10", "cifar100", "imagenet16_120")
-"""= pipeline.data.DATASETS (tested), repeated so that building the parser does not import torch."""
 
-
-class UsageError(ValueError):
+class UsageError(UserError):
     """A request that cannot be served as given; the message says what to change."""
 
 
@@ -35,8 +35,10 @@ def _fmt_s(seconds: float) -> str:
 
 def add_train_command(subparsers: Any) -> None:
     p = subparsers.add_parser("train", help="train one cell and print its record", description="Train one NB201 cell.")
-    p.add_argument("--arch", required=True, help="the cell: NB201 string, 6-digit op code or official code d_dd_ddd")
-    p.add_argument("--dataset", choices=DATASETS, default="cifar10")
+    p.add_argument(
+        "--arch", required=True, help="the cell: NB201 index, NB201 string, 6-digit op code or official code d_dd_ddd"
+    )
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="cifar10")
     p.add_argument("--data-dir", required=True, help="folder holding cifar-10-batches-py (etc.), or that folder")
     p.add_argument("--download", action="store_true", help="fetch CIFAR-10/100 into --data-dir first")
     p.add_argument("--epochs", type=int, default=200)
@@ -49,10 +51,11 @@ def add_train_command(subparsers: Any) -> None:
     p.add_argument("--init", choices=INIT_RULES, default="kaiming")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--schedule", choices=SCHEDULES, default="step", help="cosine updated per epoch or per step")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16"),
+        choices=PRECISIONS,
         default="auto",
         help="auto: bf16 autocast where native (CUDA, AVX512 CPUs), else fp32",
     )
@@ -63,9 +66,19 @@ def add_train_command(subparsers: Any) -> None:
     p.set_defaults(handler=run_train)
 
 
+def parse_arch(text: str) -> Cell:
+    """An NB201 index (up to 5 digits) or any cell string form."""
+    if text.isdigit() and len(text) <= 5:
+        try:
+            return cell_at(int(text))
+        except IndexError as error:
+            raise UsageError(f"--arch {text}: {error}") from None
+    return Cell.parse(text)
+
+
 def run_train(args: argparse.Namespace) -> int:
-    cell = Cell.parse(args.arch)
-    for name in ("epochs", "width", "cells_per_stage", "batch_size", "max_train", "max_eval", "threads"):
+    cell = parse_arch(args.arch)
+    for name in ("max_train", "max_eval"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -76,14 +89,24 @@ def run_train(args: argparse.Namespace) -> int:
         lr, lr_note = scaled.lr, f"base {args.base_lr:g} × {scaled.factor:.4f} ({args.lr_rule} rule)"
     else:
         lr, lr_note = (args.lr if args.lr is not None else 0.1), "fixed"
+    cfg = TrainConfig(
+        width=args.width,
+        cells_per_stage=args.cells_per_stage,
+        init_rule=args.init,
+        lr=lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        schedule=args.schedule,
+        precision=args.precision,
+        device=args.device,
+        threads=args.threads,
+    )
 
     from pipeline.data import load_splits
     from pipeline.engine import EpochProgress, resolve_device, train
 
-    try:
-        resolve_device(args.device)
-    except (ValueError, RuntimeError) as error:
-        raise UsageError(str(error)) from error
+    resolve_device(cfg.device)
     data = load_splits(
         args.dataset, args.data_dir, download=args.download, max_train=args.max_train, max_eval=args.max_eval
     )
@@ -97,29 +120,16 @@ def run_train(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    record = train(
-        cell,
-        data,
-        width=args.width,
-        cells_per_stage=args.cells_per_stage,
-        init_rule=args.init,
-        lr=lr,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=args.device,
-        threads=args.threads,
-        precision=args.precision,
-        progress=progress,
-    )
+    record = train(cell, data, cfg, progress)
     if args.json:
         print(json.dumps(record.to_dict(), indent=2, allow_nan=False))
         return 0
     lines = [
         f"cell      {record.arch}  ({cell.official_code})",
         f"dataset   {data.describe()}",
-        f"model     C={record.width} N={record.cells_per_stage}, {record.n_params:,} params, init {record.init_rule}",
-        f"lr        {record.lr:.6g} ({lr_note}); {record.epochs} epochs, batch {record.batch_size}, seed {record.seed}",
+        f"model     C={cfg.width} N={cfg.cells_per_stage}, {record.n_params:,} params, init {cfg.init_rule}",
+        f"lr        {cfg.lr:.6g} ({lr_note}), cosine per {cfg.schedule}; {cfg.epochs} epochs, batch {cfg.batch_size}, "
+        f"seed {cfg.seed}",
         f"status    {record.status}" + (f" in epoch {record.diverged_epoch}" if record.diverged_epoch else ""),
     ]
     if record.train_loss:
@@ -146,21 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def is_user_error(error: BaseException) -> bool:
-    """Errors that mean "change the request", not "the program is broken"."""
-    data = sys.modules.get("pipeline.data")  # DataError exists only once the data module is loaded
-    if isinstance(error, UsageError | CellError) or is_run_user_error(error):
-        return True
-    return data is not None and isinstance(error, data.DataError)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, RuntimeError) as error:
-        if not is_user_error(error):
-            raise
+    except UserError as error:  # a mistake the user can fix: one line, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

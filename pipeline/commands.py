@@ -16,25 +16,7 @@ from typing import Any
 import yaml
 
 from pipeline.spec import RunSpec, SpecError, load_spec
-from pipeline.store import ResultsMirror, StoreError
-
-_LAZY_USER_ERRORS = {
-    "pipeline.orchestrate": "ClusterError",
-    "pipeline.plan": "PlanError",
-    "benchmarks.errors": "ReferenceSourceError",
-}
-
-
-def is_run_user_error(error: BaseException) -> bool:
-    """Errors of these commands that mean "change the request". Modules that import Ray are only
-    looked at once loaded, so that `--help` and config errors never pay for importing Ray."""
-    if isinstance(error, SpecError | StoreError):
-        return True
-    return any(
-        module in sys.modules and isinstance(error, getattr(sys.modules[module], name))
-        for module, name in _LAZY_USER_ERRORS.items()
-    )
-
+from pipeline.store import ResultsMirror
 
 THROUGHPUT_TABLE = Path(__file__).resolve().parents[1] / "configs" / "throughput.yaml"
 
@@ -115,12 +97,13 @@ def check_reference(reference: str | None) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from pipeline.orchestrate import evaluate, stderr_log
+    from pipeline.cluster import stderr_log
+    from pipeline.orchestrate import sweep
 
     spec = spec_from_args(args)
     if not args.no_report:
         check_reference(spec.reference)
-    outcome = evaluate(spec, args.address, stderr_log)
+    outcome = sweep(spec, args.address, stderr_log)
     counts = outcome.counts
     print(
         f"done: {counts['units']} units ({counts['trained']} trained now, {counts['skipped']} already finished, "
@@ -146,7 +129,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_find_base_lr(args: argparse.Namespace) -> int:
-    from pipeline.orchestrate import find_base_lrs, stderr_log
+    from pipeline.cluster import stderr_log
+    from pipeline.orchestrate import find_base_lrs
 
     spec = spec_from_args(args)
     for name, base_lr in find_base_lrs(spec, args.address, stderr_log).items():

@@ -5,7 +5,7 @@ dataset pickles may come from anywhere. A whole split is one uint8 tensor N×3×
 is drawn by a seeded permutation and cropped/flipped/normalised with batched tensor ops on the
 device, so there is no Python per image, no PIL and no DataLoader (design.md, "Hot path").
 
-Splits (NB201's, `DATASETS`):
+Splits (NB201's; `DatasetInfo.split` in core.datasets):
 - `cifar10-valid`: the training set cut in two halves by a seeded permutation: train on the
   first, evaluate on the second (`valid`) and on the test set (`test`). NB201 used a fixed
   split file; ours is a different but equally sized, deterministic split.
@@ -27,7 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATASETS: tuple[str, ...] = ("cifar10-valid", "cifar10", "cifar100", "imagenet16_120")
+from core.datasets import DATASETS, DatasetInfo
+from core.errors import UserError
+from core.provenance import Fingerprint
+
 SPLIT_SEED = 201
 """Seed of the valid/test (or train/valid) halving; fixed, so every run sees the same split."""
 SUBSAMPLE_SEED = 202
@@ -36,23 +39,9 @@ SUBSAMPLE_SEED = 202
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR100_DIR = "cifar-100-python"
 IMAGENET16_DIR = "ImageNet16"
-IMAGENET16_CLASSES = 120
 
 
-@dataclass(frozen=True)
-class Stats:
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-STATS: dict[str, Stats] = {
-    "cifar10": Stats((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": Stats((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagenet16_120": Stats((122.68 / 255, 116.66 / 255, 104.01 / 255), (63.22 / 255, 61.26 / 255, 65.09 / 255)),
-}
-
-
-class DataError(ValueError):
+class DataError(UserError):
     """Missing, corrupt or unexpected dataset files; the message names the file and the fix."""
 
 
@@ -69,6 +58,8 @@ class DatasetSplits:
     std: tuple[float, float, float]
     image_size: int
     pad: int
+    fingerprint: str = ""
+    """Hash of the dataset files read (`core.provenance.Fingerprint`); part of a run's identity."""
 
     def describe(self) -> str:
         evals = ", ".join(f"{k} {len(v[1]):,}" for k, v in self.eval.items())
@@ -97,12 +88,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
 
 
-def safe_unpickle(path: Path) -> dict:
-    """Load one dataset pickle (latin1 strings, as torchvision does) or raise DataError naming the file."""
+def safe_unpickle(path: Path, fingerprint: Fingerprint | None = None) -> dict:
+    """Load one dataset pickle (latin1 strings, as torchvision does) or raise DataError naming the file.
+
+    With `fingerprint`, the bytes read are hashed into it (no second read of the file).
+    """
     try:
         raw = path.read_bytes()
     except OSError as error:
         raise DataError(f"cannot read {path}: {error.strerror}") from error
+    if fingerprint is not None:
+        fingerprint.add(f"{path.parent.name}/{path.name}", raw)
     try:
         obj = _RestrictedUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except Exception as error:  # truncated, corrupt, or not a dataset pickle at all
@@ -150,19 +146,22 @@ def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
 
 
-def read_cifar10(data_dir: Path) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+def read_cifar10(data_dir: Path, fingerprint: Fingerprint | None = None) -> tuple[Split, Split]:
     """(train, test) from `cifar-10-batches-py`: any number of `data_batch_*`, plus `test_batch`."""
     folder = _resolve(data_dir, CIFAR10_DIR, "test_batch", "cifar10")
     batches = _numbered(folder, "data_batch_")
     if not batches:
         raise DataError(f"no data_batch_* files in {folder}; fetch the dataset again (--download)")
-    parts = [_images_labels(p, safe_unpickle(p), "labels", 32) for p in batches]
+    parts = [_images_labels(p, safe_unpickle(p, fingerprint), "labels", 32) for p in batches]
     train = np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
-    test = _images_labels(folder / "test_batch", safe_unpickle(folder / "test_batch"), "labels", 32)
+    test = _images_labels(folder / "test_batch", safe_unpickle(folder / "test_batch", fingerprint), "labels", 32)
     return _tensors(*train), _tensors(*test)
 
 
-def read_cifar100(data_dir: Path) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+def read_cifar100(data_dir: Path, fingerprint: Fingerprint | None = None) -> tuple[Split, Split]:
     """(train, test) from `cifar-100-python/{train,test}` with the 100 fine labels."""
     folder = _resolve(data_dir, CIFAR100_DIR, "test", "cifar100")
     out = []
@@ -170,13 +169,13 @@ def read_cifar100(data_dir: Path) -> tuple[tuple[torch.Tensor, torch.Tensor], tu
         path = folder / name
         if not path.is_file():
             raise DataError(f"{path} is missing; fetch CIFAR-100 (--download)")
-        out.append(_tensors(*_images_labels(path, safe_unpickle(path), "fine_labels", 32)))
+        out.append(_tensors(*_images_labels(path, safe_unpickle(path, fingerprint), "fine_labels", 32)))
     return out[0], out[1]
 
 
 def read_imagenet16(
-    data_dir: Path, classes: int = IMAGENET16_CLASSES
-) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    data_dir: Path, fingerprint: Fingerprint | None = None, classes: int = DATASETS["imagenet16_120"].num_classes
+) -> tuple[Split, Split]:
     """(train, val) from NB201's ImageNet16 pickles, keeping labels 1..classes, made 0-based."""
     folder = _resolve(data_dir, IMAGENET16_DIR, "val_data", "imagenet16_120")
     batches = _numbered(folder, "train_data_batch_")
@@ -184,11 +183,15 @@ def read_imagenet16(
         raise DataError(f"no train_data_batch_* files in {folder}; get NB201's ImageNet16 pickles")
     out = []
     for paths in (batches, [folder / "val_data"]):
-        parts = [_images_labels(p, safe_unpickle(p), "labels", 16) for p in paths]
+        parts = [_images_labels(p, safe_unpickle(p, fingerprint), "labels", 16) for p in paths]
         x, y = np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
         keep = (y >= 1) & (y <= classes)
         out.append(_tensors(x[keep], y[keep] - 1))
     return out[0], out[1]
+
+
+READERS = {"cifar10": read_cifar10, "cifar100": read_cifar100, "imagenet16_120": read_imagenet16}
+"""`DatasetInfo.files` -> the reader of those files."""
 
 
 def _download(dataset: str, data_dir: Path) -> None:
@@ -243,39 +246,46 @@ def load_splits(
     """
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    info = DATASETS[dataset]
     data_dir = Path(data_dir).expanduser()
     if download:
         _download(dataset, data_dir)
     elif not data_dir.is_dir():
         raise DataError(f"data directory {data_dir} does not exist; create it and pass --download to fetch {dataset}")
 
-    if dataset == "imagenet16_120":
-        (tx, ty), (ex, ey) = read_imagenet16(data_dir)
-        stats, classes, size, pad = STATS["imagenet16_120"], IMAGENET16_CLASSES, 16, 2
-    elif dataset == "cifar100":
-        (tx, ty), (ex, ey) = read_cifar100(data_dir)
-        stats, classes, size, pad = STATS["cifar100"], 100, 32, 4
-    else:
-        (tx, ty), (ex, ey) = read_cifar10(data_dir)
-        stats, classes, size, pad = STATS["cifar10"], 10, 32, 4
-
-    evals: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    if dataset == "cifar10-valid":
-        first, second = _halves(len(ty))
-        evals = {"valid": (tx[second], ty[second]), "test": (ex, ey)}
-        tx, ty = tx[first], ty[first]
-    elif dataset == "cifar10":
-        evals = {"test": (ex, ey)}
-    else:
-        first, second = _halves(len(ey))
-        evals = {"valid": (ex[first], ey[first]), "test": (ex[second], ey[second])}
-
+    fingerprint = Fingerprint()
+    (tx, ty), (ex, ey) = READERS[info.files](data_dir, fingerprint)
+    tx, ty, evals = _cut(info, tx, ty, ex, ey)
     tx, ty = _subsample(tx, ty, max_train, 0)
     evals = {name: _subsample(x, y, max_eval, i + 1) for i, (name, (x, y)) in enumerate(evals.items())}
     for name, (_, y) in [("train", (tx, ty)), *evals.items()]:
         if len(y) == 0:
             raise DataError(f"{dataset} split {name!r} is empty in {data_dir}; fetch the dataset again")
-    return DatasetSplits(dataset, tx, ty, evals, classes, stats.mean, stats.std, size, pad)
+    return DatasetSplits(
+        dataset,
+        tx,
+        ty,
+        evals,
+        info.num_classes,
+        info.mean,
+        info.std,
+        info.image_size,
+        info.pad,
+        fingerprint.hexdigest(),
+    )
+
+
+def _cut(
+    info: DatasetInfo, tx: torch.Tensor, ty: torch.Tensor, ex: torch.Tensor, ey: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Split]]:
+    """NB201's split of the files (`DatasetInfo.split`): training images and the eval splits."""
+    if info.split == "train-halves":
+        first, second = _halves(len(ty))
+        return tx[first], ty[first], {"valid": (tx[second], ty[second]), "test": (ex, ey)}
+    if info.split == "test-halves":
+        first, second = _halves(len(ey))
+        return tx, ty, {"valid": (ex[first], ey[first]), "test": (ex[second], ey[second])}
+    return tx, ty, {"test": (ex, ey)}
 
 
 # --- loading on the device ----------------------------------------------------------------------

@@ -1,13 +1,13 @@
-"""One training run of one cell under NB201's protocol: `train(cell, data, ...) -> TrainRecord`.
+"""One training run of one cell: `train(cell, data, cfg) -> TrainRecord`.
 
 Read top to bottom: pick the device, build the model (dead edges pruned, see model.py), put the
-whole training split on the device, then a plain loop of SGD steps with a per-step cosine LR, and
+whole training split on the device, then a plain loop of SGD steps with a cosine LR, and
 finally a top-1 evaluation over all classes on every eval split.
 
-Protocol (NB201's 200-epoch config, digest §4.1): SGD with Nesterov momentum 0.9, weight decay
-5e-4 on every parameter, one LR for all parameters (one param group, as the official code), batch
-256 with the last partial batch kept, cosine from `lr` to 0 updated every step (NB201 steps its
-scheduler by epoch + i/len(loader)), no warm-up, cross-entropy, crop+flip augmentation.
+Protocol (`core.TrainConfig`; defaults are NB201's 200-epoch config, digest §4.1b): SGD with
+Nesterov momentum 0.9, weight decay 5e-4 on every parameter, one LR for all parameters (one param
+group, as the official code), batch 256 with the last partial batch kept, cosine from the peak LR
+to 0 (per epoch or per step, `cfg.schedule`), no warm-up, cross-entropy, crop+flip augmentation.
 
 Numerics: channels_last everywhere; bf16 autocast wherever the hardware runs it natively (CUDA;
 CPUs with oneDNN bf16 support, where it measured 1.3-2x faster than fp32 with the same training
@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from cells import Cell
+from core.config import TrainConfig
+from core.errors import UserError
 from pipeline.data import DatasetSplits, Normalise, TrainBatches, eval_batches
 from pipeline.model import TinyNetwork, build_model, n_params
 
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 DIVERGENCE_CHECK_EVERY = 25
 """Steps between finiteness checks on CUDA (each check syncs); on the CPU every step is checked."""
 
@@ -51,7 +52,8 @@ class EpochProgress:
 
 @dataclass(frozen=True)
 class TrainRecord:
-    """What one run returns. Accuracies are top-1 in percent over all classes; losses are mean CE.
+    """What one run returns: its config, and what happened. Accuracies are top-1 in percent over
+    all classes; losses are mean CE.
 
     `train_loss`/`train_acc` have one entry per epoch run (on augmented batches, as NB201 logs);
     `eval_acc`/`eval_loss` map each eval split ('valid', 'test') to its final value, None when
@@ -59,18 +61,9 @@ class TrainRecord:
     `images_per_s` counts training images over the training loop alone (no eval, no setup).
     """
 
+    config: TrainConfig
     arch: str
     dataset: str
-    width: int
-    cells_per_stage: int
-    init_rule: str
-    lr: float
-    epochs: int
-    batch_size: int
-    seed: int
-    weight_decay: float
-    momentum: float
-    nesterov: bool
     status: str
     diverged_epoch: int | None
     train_loss: tuple[float, ...]
@@ -87,7 +80,6 @@ class TrainRecord:
     train_s: float
     eval_s: float
     images_per_s: float
-    lr_schedule: str = "cosine to 0, per step, no warm-up"
     torch_version: str = field(default_factory=lambda: torch.__version__)
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,13 +97,20 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+class DeviceError(UserError):
+    """A device this machine does not have or torch does not know."""
+
+
 def resolve_device(device: str) -> torch.device:
-    """'auto' → CUDA when available, else CPU; 'cuda' without a GPU is a clear ValueError."""
+    """'auto' → CUDA when available, else CPU; 'cuda' without a GPU is a DeviceError."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+        raise DeviceError("device 'cuda' asked for, but torch sees no CUDA GPU; use --device cpu or auto")
     return resolved
 
 
@@ -129,11 +128,6 @@ def native_bf16(device: torch.device) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
-    """Cosine from base_lr (step 0) towards 0 (step total_steps)."""
-    return 0.5 * base_lr * (1.0 + math.cos(math.pi * step / max(1, total_steps)))
 
 
 @torch.inference_mode()
@@ -166,54 +160,38 @@ def evaluate(
 def train(
     cell: Cell | str,
     data: DatasetSplits,
-    *,
-    width: int,
-    cells_per_stage: int,
-    init_rule: str,
-    lr: float,
-    epochs: int,
-    batch_size: int = 256,
-    seed: int,
-    device: str = "auto",
-    weight_decay: float = 5e-4,
-    momentum: float = 0.9,
-    nesterov: bool = True,
-    eval_batch_size: int = 1024,
-    threads: int | None = None,
-    channels_last: bool = True,
-    precision: str = "auto",
+    cfg: TrainConfig,
     progress: Callable[[EpochProgress], None] | None = None,
 ) -> TrainRecord:
-    """Train `cell` on `data.train_*` for `epochs`, then evaluate on every split of `data.eval`.
+    """Train `cell` on `data.train_*` as `cfg` says, then evaluate on every split of `data.eval`.
 
-    `lr` is the peak (initial) LR, already scaled by the caller if it wants a scaled LR.
-    `threads` sets torch's intra-op threads for this process. `channels_last` is faster on
-    both CUDA and the CPU (measured). `precision`: 'auto' = bf16 autocast where the device
-    runs bf16 natively (`native_bf16`), else fp32; 'bf16' or 'fp32' force one.
+    `cfg.lr` is the peak LR, already scaled by the caller if it wants a scaled LR. `cfg.threads`
+    sets torch's intra-op threads for this process. `cfg.channels_last` is faster on both CUDA and
+    the CPU (measured). `cfg.precision`: 'auto' = bf16 autocast where the device runs bf16 natively
+    (`native_bf16`), else fp32; 'bf16' or 'fp32' force one.
     """
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"learning rate must be a positive number, got {lr}")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch size must be at least 1, got {epochs} and {batch_size}")
     cell = Cell.parse(cell) if isinstance(cell, str) else cell
     wall_start = time.perf_counter()
 
     # --- device and numerics ---
-    if threads is not None:
-        torch.set_num_threads(threads)
-    dev = resolve_device(device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    dev = resolve_device(cfg.device)
     on_cuda = dev.type == "cuda"
     if on_cuda:
         torch.backends.cudnn.benchmark = True
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    bf16 = precision == "bf16" or (precision == "auto" and native_bf16(dev))
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and native_bf16(dev))
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
     # --- model: seeded init on the CPU, then moved ---
     model = build_model(
-        cell, data.num_classes, width=width, cells_per_stage=cells_per_stage, init_rule=init_rule, seed=seed
+        cell,
+        data.num_classes,
+        width=cfg.width,
+        cells_per_stage=cfg.cells_per_stage,
+        init_rule=cfg.init_rule,
+        seed=cfg.seed,
     )
     model = model.to(device=dev, memory_format=memory_format)
 
@@ -221,21 +199,25 @@ def train(
     batches = TrainBatches(
         data.train_x,
         data.train_y,
-        batch_size=batch_size,
+        batch_size=cfg.batch_size,
         mean=data.mean,
         std=data.std,
         pad=data.pad,
-        seed=seed,
+        seed=cfg.seed,
         device=dev,
-        channels_last=channels_last,
+        channels_last=cfg.channels_last,
     )
     eval_sets = {name: (x.to(dev), y.to(dev)) for name, (x, y) in data.eval.items()}
 
     # --- optimizer: one group, one LR for every parameter (the official code); fused kernels on CUDA ---
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, fused=on_cuda
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.nesterov,
+        fused=on_cuda,
     )
-    total_steps = epochs * len(batches)
     check_every = DIVERGENCE_CHECK_EVERY if on_cuda else 1
 
     # --- training loop ---
@@ -244,14 +226,14 @@ def train(
     diverged_epoch: int | None = None
     step = images = 0
     train_start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    for epoch in range(cfg.epochs):
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
         correct = torch.zeros((), dtype=torch.int64, device=dev)
         seen = 0
         for x, y in batches.epoch():
             for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(lr, step, total_steps)
+                group["lr"] = cfg.lr_at(epoch, step, len(batches))
             with autocast:
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
@@ -269,10 +251,10 @@ def train(
         train_acc.append(100.0 * correct.item() / seen)
         if progress is not None:
             elapsed = time.perf_counter() - train_start
-            eta = elapsed / epoch * (epochs - epoch)
-            progress(EpochProgress(epoch, epochs, train_loss[-1], train_acc[-1], elapsed, eta))
+            eta = elapsed / (epoch + 1) * (cfg.epochs - epoch - 1)
+            progress(EpochProgress(epoch + 1, cfg.epochs, train_loss[-1], train_acc[-1], elapsed, eta))
         if not math.isfinite(train_loss[-1]):
-            diverged_epoch = epoch
+            diverged_epoch = epoch + 1
             break
     train_s = time.perf_counter() - train_start
 
@@ -288,27 +270,18 @@ def train(
             model,
             x,
             y,
-            batch_size=eval_batch_size,
+            batch_size=cfg.eval_batch_size,
             normalise=batches.normalise,
             device=dev,
-            channels_last=channels_last,
+            channels_last=cfg.channels_last,
             autocast=autocast,
         )
     eval_s = time.perf_counter() - eval_start
 
     return TrainRecord(
+        config=cfg,
         arch=cell.arch_str,
         dataset=data.name,
-        width=width,
-        cells_per_stage=cells_per_stage,
-        init_rule=init_rule,
-        lr=lr,
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=seed,
-        weight_decay=weight_decay,
-        momentum=momentum,
-        nesterov=nesterov,
         status="ok" if diverged_epoch is None else "diverged",
         diverged_epoch=diverged_epoch,
         train_loss=tuple(train_loss),

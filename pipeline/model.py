@@ -28,6 +28,7 @@ from cells import (
     reduction_init_degrees,
 )
 from cells.classes import INPUT
+from core.shape import NetShape
 
 BN_MOMENTUM = 0.1
 """PyTorch's default, as NB201."""
@@ -158,25 +159,27 @@ class ResNetBasicblock(nn.Module):
 
 
 class TinyNetwork(nn.Module):
-    """NB201's macro skeleton: stem, 3 stages of N cells (C, 2C, 4C) joined by reductions, BN-ReLU, GAP, linear."""
+    """NB201's macro skeleton (`core.NetShape`): stem, 3 stages of N cells (C, 2C, 4C) joined by
+    reductions, BN-ReLU, GAP, linear."""
 
     def __init__(
         self, cell: Cell, num_classes: int, width: int = 16, cells_per_stage: int = 5, prune: bool = True
     ) -> None:
         super().__init__()
         self.cell = cell
-        self.width = width
-        self.cells_per_stage = cells_per_stage
-        c = width
-        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c, momentum=BN_MOMENTUM))
+        self.shape = NetShape(width, cells_per_stage, num_classes=num_classes)
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width, momentum=BN_MOMENTUM)
+        )
         blocks: list[nn.Module] = []
-        for stage, channels in enumerate((c, 2 * c, 4 * c)):
-            if stage > 0:
-                blocks.append(ResNetBasicblock(channels // 2, channels))
-            blocks.extend(InferCell(cell, channels, prune) for _ in range(cells_per_stage))
+        for stage in self.shape.stages():
+            if stage.reduction_from is not None:
+                blocks.append(ResNetBasicblock(stage.reduction_from, stage.channels))
+            blocks.extend(InferCell(cell, stage.channels, prune) for _ in range(stage.cells))
         self.cells = nn.ModuleList(blocks)
-        self.lastact = nn.Sequential(nn.BatchNorm2d(4 * c, momentum=BN_MOMENTUM), nn.ReLU(inplace=True))
-        self.classifier = nn.Linear(4 * c, num_classes)
+        final = self.shape.final_channels
+        self.lastact = nn.Sequential(nn.BatchNorm2d(final, momentum=BN_MOMENTUM), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(final, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feature = self.stem(x)
@@ -265,8 +268,8 @@ def transfer_weights(source: TinyNetwork, target: TinyNetwork, init_rule: str = 
     Afterwards both networks compute the same function, which is what makes training one member
     per class sound.
     """
-    if (source.width, source.cells_per_stage) != (target.width, target.cells_per_stage):
-        raise ValueError("networks differ in width or cells per stage")
+    if source.shape != target.shape:
+        raise ValueError("networks differ in shape (width, cells per stage or classes)")
     mapping = edge_correspondence(target.cell, source.cell, init_rule)  # source edge -> target edge
     live_op = {e.edge: e.op for e in live_graph(source.cell).edges}
     with torch.no_grad():

@@ -18,6 +18,9 @@ import yaml
 
 from cells import all_cells
 from cells.cost import network_macs
+from core.config import TrainConfig
+from core.datasets import DATASETS
+from core.errors import UserError
 from pipeline.packing import trials_per_gpu
 from pipeline.spec import RunSpec
 from pipeline.units import plan_units
@@ -25,19 +28,8 @@ from pipeline.units import plan_units
 if TYPE_CHECKING:
     from pipeline.data import DatasetSplits
 
-TRAIN_IMAGES = {"cifar10": 50_000, "cifar10-valid": 25_000, "cifar100": 50_000, "imagenet16_120": 151_700}
-IMAGE_SIZE = {"cifar10": 32, "cifar10-valid": 32, "cifar100": 32, "imagenet16_120": 16}
-NUM_CLASSES = {"cifar10": 10, "cifar10-valid": 10, "cifar100": 100, "imagenet16_120": 120}
-NB201_TIME_COLUMN = {
-    # NB201 stores one per-epoch estimate per arch; cifar10 (50k) is 2x its 25k cifar10-valid figure.
-    "cifar10": ("train_time_s_200ep_cifar10_valid", 2.0),
-    "cifar10-valid": ("train_time_s_200ep_cifar10_valid", 1.0),
-    "cifar100": ("train_time_s_200ep_cifar100", 1.0),
-    "imagenet16_120": ("train_time_s_200ep_imagenet16_120", 1.0),
-}
 
-
-class PlanError(ValueError):
+class PlanError(UserError):
     """No throughput known for the asked device; the message says how to get one."""
 
 
@@ -79,7 +71,8 @@ def synthetic_splits(spec: RunSpec, n_images: int) -> DatasetSplits:
 
     from pipeline.data import DatasetSplits
 
-    side, classes = IMAGE_SIZE[spec.dataset], NUM_CLASSES[spec.dataset]
+    info = DATASETS[spec.dataset]
+    side, classes = info.image_size, info.num_classes
     generator = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (n_images, 3, side, side), dtype=torch.uint8, generator=generator)
     y = torch.randint(0, classes, (n_images,), generator=generator)
@@ -92,7 +85,7 @@ def synthetic_splits(spec: RunSpec, n_images: int) -> DatasetSplits:
         (0.5, 0.5, 0.5),
         (0.25, 0.25, 0.25),
         side,
-        4 if side == 32 else 2,
+        info.pad,
     )
 
 
@@ -101,26 +94,23 @@ def calibrate(spec: RunSpec, steps: int = 8) -> Throughput:
     from pipeline.engine import describe_device, resolve_device, train
 
     device = resolve_device(spec.device)
-    side, classes = IMAGE_SIZE[spec.dataset], NUM_CLASSES[spec.dataset]
+    shape = spec.shape
     data = synthetic_splits(spec, spec.batch_size * steps)
-    by_cost = sorted(all_cells(), key=lambda c: network_macs(c, classes, spec.width, spec.cells_per_stage, side, True))
+    by_cost = sorted(all_cells(), key=lambda c: network_macs(c, shape, live_only=True))
+    cfg = TrainConfig(
+        width=spec.width,
+        cells_per_stage=spec.cells_per_stage,
+        lr=0.01,
+        epochs=1,
+        batch_size=spec.batch_size,
+        device=str(device),
+        threads=spec.resources.torch_threads,
+    )
     points = []
     for cell in (by_cost[len(by_cost) // 20], by_cost[-1]):
         for _ in range(2):  # the second run is timed: warm caches, cudnn autotuned
-            record = train(
-                cell,
-                data,
-                width=spec.width,
-                cells_per_stage=spec.cells_per_stage,
-                init_rule="kaiming",
-                lr=0.01,
-                epochs=1,
-                batch_size=spec.batch_size,
-                seed=0,
-                device=str(device),
-                threads=spec.resources.torch_threads,
-            )
-        macs = network_macs(cell, classes, spec.width, spec.cells_per_stage, side, live_only=True)
+            record = train(cell, data, cfg)
+        macs = network_macs(cell, shape, live_only=True)
         points.append((macs, 1.0 / record.images_per_s))
     (m0, t0), (m1, t1) = points
     slope = max((t1 - t0) / (m1 - m0), 1e-18)
@@ -175,19 +165,19 @@ def make_plan(spec: RunSpec, throughput: Throughput, gpus: int, published_csv: P
     selected = spec.cells.resolve()
     units, no_path = plan_units(spec, selected)
     n_no_path_cells = len({index for _, _, index in no_path})
-    images = TRAIN_IMAGES[spec.dataset] if spec.max_train is None else min(spec.max_train, TRAIN_IMAGES[spec.dataset])
-    classes, side = NUM_CLASSES[spec.dataset], IMAGE_SIZE[spec.dataset]
-    cells = all_cells()
+    full = DATASETS[spec.dataset].train_images
+    images = full if spec.max_train is None else min(spec.max_train, full)
+    shape, cells = spec.shape, all_cells()
     seconds = flops = 0.0
     for unit in units:
-        macs = network_macs(cells[unit.cell], classes, spec.width, spec.cells_per_stage, side, live_only=True)
+        macs = network_macs(cells[unit.cell], shape, live_only=True)
         seconds += spec.epochs * images * throughput.seconds_per_image(macs)
         flops += 6.0 * macs * images * spec.epochs
     per_device = throughput.trials_per_gpu if throughput.trials_per_gpu > 1 else 1
     gpu_hours = seconds / 3600 / per_device
     nb201 = None
     if published_csv is not None and published_csv.is_file():
-        column, factor = NB201_TIME_COLUMN[spec.dataset]
+        column, factor = DATASETS[spec.dataset].nb201_time
         times = pd.read_csv(published_csv, usecols=["nb201_index", column]).set_index("nb201_index")[column]
         with_path = [i for i in selected if i not in {index for _, _, index in no_path}]
         nb201 = float(times.loc[with_path].sum() * factor * spec.epochs / 200 / 3600)

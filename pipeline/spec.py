@@ -8,21 +8,33 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import yaml
 
-from cells import INIT_RULES, LR_RULES, N_CELLS, Cell, CellError, cell_at
+from cells import INIT_RULES, LR_RULES, N_CELLS, Cell, CellError, cell_at, scaled_lr
+from core.config import TrainConfig
+from core.datasets import DATASET_NAMES, DATASETS
+from core.errors import UserError
+from core.shape import NetShape
 
-DATASETS: tuple[str, ...] = ("cifar10", "cifar10-valid", "cifar100", "imagenet16_120")
 SELECTIONS: tuple[str, ...] = ("all", "classes", "sample", "list")
 URI_SCHEMES: tuple[str, ...] = ("file", "s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
 """What `results_uri` may name: the filesystems `pyarrow.fs.FileSystem.from_uri` knows."""
 
 
-class SpecError(ValueError):
+_TYPED = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
+"""How pydantic validates these dataclasses: unknown keys and non-finite numbers are errors."""
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A run name is a folder name under results/: no path separators, no leading dot."""
+
+
+class SpecError(UserError):
     """A run config that cannot be used; the message names the key and the fix."""
 
 
@@ -35,6 +47,8 @@ class Protocol:
     `find-base-lr` on the skip-chain base network.
     """
 
+    __pydantic_config__ = _TYPED
+
     name: str
     init: str = "kaiming"
     lr: float | None = None
@@ -45,13 +59,28 @@ class Protocol:
     def scaled(self) -> bool:
         return self.lr_rule is not None
 
+    def lr_for(self, cell: Cell, base_lr: float | None) -> float:
+        """The peak LR this protocol gives `cell`: its fixed `lr`, or base_lr x the rule's factor
+        (`cells.scaled_lr`, the one place LR scaling is computed)."""
+        if self.lr_rule is None:
+            assert self.lr is not None
+            return float(self.lr)
+        assert base_lr is not None, "a scaled protocol's base LR is resolved before any training"
+        scaled = scaled_lr(cell, base_lr, self.lr_rule)
+        if scaled.lr is None:
+            raise ValueError(f"{cell.official_code} has no scaled LR ({scaled.reason}); no-path cells are not trained")
+        return scaled.lr
+
 
 @dataclass(frozen=True)
 class CellSelection:
+    """Which cells a run trains: all, one per class, a seeded sample, or a list."""
+
+    __pydantic_config__ = _TYPED
     select: str = "sample"
     count: int = 40
     seed: int = 0
-    cells: tuple[str, ...] = ()
+    cells: tuple[int | str, ...] = ()
 
     def resolve(self) -> list[int]:
         """NB201 indices, in a deterministic order."""
@@ -71,6 +100,8 @@ class CellSelection:
 class BaseLRSearch:
     """Grid for the base-LR finder: log-spaced from `low` to `high` (paper §4: one epoch each)."""
 
+    __pydantic_config__ = _TYPED
+
     low: float = 0.01
     high: float = 2.0
     points: int = 8
@@ -88,6 +119,8 @@ class BaseLRSearch:
 class Resources:
     """What one unit asks Ray for. `gpus_per_trial: auto` packs by model size (see pipeline.packing)."""
 
+    __pydantic_config__ = _TYPED
+
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | str = 0.0
     torch_threads: int = 1
@@ -95,6 +128,9 @@ class Resources:
 
 @dataclass(frozen=True)
 class RunSpec:
+    """A whole run: data, network size, schedule, cells, protocols, resources, where results go."""
+
+    __pydantic_config__ = _TYPED
     name: str
     dataset: str = "cifar10"
     data_dir: str = "../shared/data/cifar10"
@@ -131,11 +167,30 @@ class RunSpec:
         return f"{self.name}-{digest[:8]}"
 
     @property
+    def shape(self) -> NetShape:
+        info = DATASETS[self.dataset]
+        return NetShape(self.width, self.cells_per_stage, info.image_size, info.num_classes)
+
+    @property
     def run_dir(self) -> Path:
         return Path(self.results_dir) / self.run_id
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(_plain(asdict(self)), sort_keys=False)
+
+    def train_config(self, protocol: Protocol, seed: int, lr: float, *, device: str | None = None) -> TrainConfig:
+        """The settings of one training of this run (the only place a spec becomes a TrainConfig)."""
+        return TrainConfig(
+            width=self.width,
+            cells_per_stage=self.cells_per_stage,
+            init_rule=protocol.init,
+            lr=lr,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            seed=seed,
+            device=device or self.device,
+            threads=self.resources.torch_threads,
+        )
 
 
 def parse_cell_ref(ref: object) -> int:
@@ -159,45 +214,54 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _build(kind: type, data: Any, where: str) -> Any:
-    """Dataclass from a mapping, rejecting unknown keys by name."""
-    if not isinstance(data, dict):
-        raise SpecError(f"{where} must be a mapping, got {type(data).__name__}")
-    known = {f.name for f in fields(kind)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise SpecError(f"unknown key {where}.{unknown[0]}; known keys: {', '.join(sorted(known))}")
-    return kind(**data)
-
-
 def spec_from_dict(data: dict[str, Any], source: str = "config") -> RunSpec:
+    """Typed validation (pydantic, over these dataclasses) then the semantic checks of `validate`."""
     if not isinstance(data, dict):
         raise SpecError(f"{source}: the top level must be a mapping of keys to values")
     data = dict(data)
     if "name" not in data:
         raise SpecError(f"{source}: missing key 'name' (the run's name, e.g. name: cpu)")
-    protocols = data.pop("protocols", None)
-    if not protocols or not isinstance(protocols, list):
+    if not data.get("protocols") or not isinstance(data["protocols"], list):
         raise SpecError(f"{source}: 'protocols' must be a non-empty list (e.g. nb201 and scaled)")
-    sub = {
-        "cells": CellSelection,
-        "base_lr_search": BaseLRSearch,
-        "resources": Resources,
-    }
-    built: dict[str, Any] = {}
-    for key, kind in sub.items():
-        if key in data:
-            value = dict(data.pop(key))
-            if key == "cells" and "cells" in value:
-                value["cells"] = tuple(value["cells"])
-            built[key] = _build(kind, value, key)
-    if "seeds" in data:
-        seeds = data.pop("seeds")
-        built["seeds"] = tuple(seeds) if isinstance(seeds, list) else (seeds,)
-    built["protocols"] = tuple(_build(Protocol, p, f"protocols[{i}]") for i, p in enumerate(protocols))
-    spec = _build(RunSpec, {**data, **built}, "config")
+    if "seeds" in data and not isinstance(data["seeds"], list):
+        data["seeds"] = [data["seeds"]]
+    try:
+        spec = _ADAPTER.validate_python(data)
+    except pydantic.ValidationError as error:
+        raise SpecError(f"{source}: {_first_problem(error)}") from None
     validate(spec)
     return spec
+
+
+def _first_problem(error: pydantic.ValidationError) -> str:
+    """One line for the first problem pydantic found: the dotted key, what is wrong, what was given."""
+    problem = error.errors()[0]
+    path = [str(part) for part in problem["loc"] if not _is_type_tag(part)]
+    key = ".".join(path)
+    if problem["type"] == "unexpected_keyword_argument":
+        known = _known_keys(path[:-1])
+        return f"unknown key {key}; known keys: {', '.join(known)}"
+    if problem["type"] == "missing_argument":
+        return f"missing key {key}"
+    given = problem.get("input")
+    shown = repr(given) if not isinstance(given, dict | list) else type(given).__name__
+    return f"key {key}: {problem['msg'].lower()}, got {shown}"
+
+
+def _is_type_tag(part: object) -> bool:
+    """pydantic names union members in `loc` (`float`, `str`, `function-after[...]`); they are not keys."""
+    return isinstance(part, str) and (part in ("float", "int", "str", "bool", "none") or "[" in part)
+
+
+def _known_keys(path: list[str]) -> list[str]:
+    kind: Any = RunSpec
+    for part in path:
+        if part.isdigit():
+            continue
+        hint = typing.get_type_hints(kind)[part]
+        inner = [a for a in typing.get_args(hint) if isinstance(a, type)] or [hint]
+        kind = next((a for a in inner if hasattr(a, "__dataclass_fields__")), inner[0])
+    return sorted(f.name for f in fields(kind))
 
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> RunSpec:
@@ -214,12 +278,41 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> RunS
     if not isinstance(data, dict):
         raise SpecError(f"{path}: the top level must be a mapping of keys to values")
     for dotted, value in (overrides or {}).items():
-        target = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            target = target.setdefault(key, {})
-        target[leaf] = value
+        apply_override(data, dotted, value)
     return spec_from_dict(data, str(path))
+
+
+def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `dotted` (e.g. `cells.count`, `protocols.1.base_lr`) in the parsed YAML; a number reaches
+    into a list. Raises SpecError naming the part of the path that does not fit."""
+    target: Any = data
+    *parents, leaf = dotted.split(".")
+    walked = []
+    for part in [*parents, leaf]:
+        if not part:
+            raise SpecError(f"--set {dotted}: empty key part; write keys like cells.count or protocols.1.base_lr")
+    for part in parents:
+        walked.append(part)
+        if isinstance(target, list):
+            target = target[_list_index(target, part, dotted)]
+        elif isinstance(target, dict):
+            if target.get(part) is None:
+                target[part] = {}
+            target = target[part]
+        else:
+            break
+        if not isinstance(target, dict | list):
+            raise SpecError(f"--set {dotted}: {'.'.join(walked)} is a value, not a mapping or list")
+    if isinstance(target, list):
+        target[_list_index(target, leaf, dotted)] = value
+    else:
+        target[leaf] = value
+
+
+def _list_index(items: list[Any], part: str, dotted: str) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise SpecError(f"--set {dotted}: {part!r} is not an index of a list of {len(items)} item(s) (0-based)")
+    return int(part)
 
 
 def _check(condition: bool, message: str) -> None:
@@ -229,7 +322,14 @@ def _check(condition: bool, message: str) -> None:
 
 def validate(spec: RunSpec) -> None:
     """All checks that need no data and no Ray: cheap, before any work."""
-    _check(spec.dataset in DATASETS, f"dataset {spec.dataset!r} is unknown; choose one of {', '.join(DATASETS)}")
+    _check(
+        NAME_PATTERN.fullmatch(spec.name) is not None,
+        f"name {spec.name!r} must be a folder name: letters, digits, '.', '_' or '-', not starting with a dot",
+    )
+    _check(
+        spec.dataset in DATASET_NAMES,
+        f"dataset {spec.dataset!r} is unknown; choose one of {', '.join(DATASET_NAMES)}",
+    )
     for key in ("width", "cells_per_stage", "epochs", "batch_size", "max_attempts"):
         value = getattr(spec, key)
         _check(
@@ -299,6 +399,9 @@ def _check_results_uri(uri: object) -> None:
         f"results_uri must be a URI such as s3://bucket/prefix or file:///abs/path (schemes: "
         f"{', '.join(URI_SCHEMES)}), got {uri!r}",
     )
+
+
+_ADAPTER = pydantic.TypeAdapter(RunSpec)
 
 
 def with_overrides(spec: RunSpec, **changes: Any) -> RunSpec:

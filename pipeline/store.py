@@ -10,56 +10,21 @@ may have no disk that outlives it). Schema: results/README.md.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-KEY = ("run_id", "dataset", "protocol", "nb201_index", "seed")
-
-COLUMNS: dict[str, str] = {
-    "run_id": "TEXT NOT NULL",
-    "dataset": "TEXT NOT NULL",
-    "protocol": "TEXT NOT NULL",
-    "nb201_index": "INTEGER NOT NULL",
-    "seed": "INTEGER NOT NULL",
-    "arch_str": "TEXT NOT NULL",
-    "class_id": "INTEGER",
-    "shared": "INTEGER NOT NULL",
-    "trained_index": "INTEGER",
-    "status": "TEXT NOT NULL",
-    "error": "TEXT",
-    "init_rule": "TEXT NOT NULL",
-    "lr_rule": "TEXT",
-    "base_lr": "REAL",
-    "lr": "REAL",
-    "width": "INTEGER NOT NULL",
-    "cells_per_stage": "INTEGER NOT NULL",
-    "epochs": "INTEGER NOT NULL",
-    "batch_size": "INTEGER NOT NULL",
-    "split": "TEXT",
-    "valid_acc": "REAL",
-    "test_acc": "REAL",
-    "train_acc": "REAL",
-    "train_loss": "TEXT",
-    "train_acc_curve": "TEXT",
-    "diverged_epoch": "INTEGER",
-    "attempts": "INTEGER NOT NULL",
-    "wall_s": "REAL",
-    "images_per_s": "REAL",
-    "n_params": "INTEGER",
-    "device": "TEXT",
-    "versions": "TEXT",
-    "finished_at": "TEXT",
-}
-JSON_LISTS = ("train_loss", "train_acc_curve")
+from core.atomic import atomic_path
+from core.errors import UserError
+from core.rows import KEY, arrow_schema, column_kinds, encode_json, sqlite_columns, to_record
 
 
-class StoreError(ValueError):
+class StoreError(UserError):
     """The results location cannot be used (read-only, not a directory, another run's files)."""
 
 
@@ -90,7 +55,7 @@ class ResultsMirror:
     def copy(self, path: Path) -> str:
         """Upload one local file under its own name; returns the URI it now has."""
         target = f"{self._base}/{path.name}"
-        tmp = f"{target}.tmp"
+        tmp = f"{target}.{uuid.uuid4().hex[:12]}.tmp"  # unique: two writers never share a temp file
         try:
             with path.open("rb") as source, self._fs.open_output_stream(tmp) as out:
                 shutil.copyfileobj(source, out, 1 << 20)
@@ -132,7 +97,7 @@ class ResultsStore:
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
+        columns = ", ".join(f"{name} {kind}" for name, kind in sqlite_columns().items())
         self._db.execute(f"CREATE TABLE IF NOT EXISTS results ({columns}, PRIMARY KEY ({', '.join(KEY)}))")
 
     def close(self) -> None:
@@ -152,42 +117,37 @@ class ResultsStore:
         return {(p, i, s): (status, attempts) for p, i, s, status, attempts in rows}
 
     def table(self) -> pd.DataFrame:
+        """Every row, typed as `core.rows.TrialRow` declares (JSON columns decoded)."""
         frame = pd.read_sql_query("SELECT * FROM results ORDER BY protocol, nb201_index, seed", self._db)
-        frame["shared"] = frame["shared"].astype(bool)
-        for column in JSON_LISTS:
-            frame[column] = frame[column].map(lambda text: json.loads(text) if text else [])
+        for name, (kind, _) in column_kinds().items():
+            if kind == "bool":
+                frame[name] = frame[name].map(lambda v: None if v is None or pd.isna(v) else bool(v)).astype("boolean")
+            elif kind == "list[float]":
+                frame[name] = frame[name].map(lambda text: json.loads(text) if text else [])
         return frame
 
     # --- writing (driver only) -------------------------------------------------------------
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         """Insert or replace rows in one transaction: all of them land, or none."""
+        kinds = column_kinds()
         records = []
         for row in rows:
-            missing = [k for k in KEY if row.get(k) is None]
-            if missing:
-                raise ValueError(f"row lacks key columns {missing}")
-            record = {name: row.get(name) for name in COLUMNS}
-            for column in JSON_LISTS:
-                record[column] = json.dumps(record[column] or [])
-            if isinstance(record["versions"], dict):
-                record["versions"] = json.dumps(record["versions"], sort_keys=True)
-            record["shared"] = int(bool(record["shared"]))
-            records.append(record)
+            record = to_record(row)
+            records.append(tuple(encode_json(kinds[name][0], value) for name, value in record.items()))
         if not records:
             return
-        names = list(COLUMNS)
+        names = list(kinds)
         sql = f"INSERT OR REPLACE INTO results ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
         with self._db:  # BEGIN ... COMMIT, rolled back on error
             self._db.execute("BEGIN")
-            self._db.executemany(sql, [tuple(r[n] for n in names) for r in records])
+            self._db.executemany(sql, records)
 
     def export_parquet(self) -> Path:
         """Rewrite results.parquet atomically from the SQLite table, then copy it to the mirror."""
         out = self.run_dir / "results.parquet"
-        tmp = out.with_name(out.name + ".tmp")
-        self.table().to_parquet(tmp, index=False)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            self.table().to_parquet(tmp, index=False, schema=arrow_schema())
         if self.mirror is not None:
             self.mirror.copy(out)
         return out

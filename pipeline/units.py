@@ -12,11 +12,9 @@ from functools import cache
 
 import pandas as pd
 
-from cells import Cell, all_cells, lr_factor
+from cells import Cell, all_cells
+from core.rows import FINISHED
 from pipeline.spec import Protocol, RunSpec
-
-FINISHED = ("ok", "diverged", "no-path")
-"""Statuses a rerun does not retrain; `failed` units are retried up to max_attempts."""
 
 
 @dataclass(frozen=True)
@@ -37,13 +35,9 @@ class Unit:
     def arch(self) -> Cell:
         return all_cells()[self.cell]
 
-    def lr(self, base_lr: float | None) -> float:
-        if not self.protocol.scaled:
-            assert self.protocol.lr is not None
-            return float(self.protocol.lr)
-        factor = lr_factor(self.arch, self.protocol.lr_rule or "official")
-        assert factor is not None and base_lr is not None, "no-path cells never become units"
-        return base_lr * factor
+    def lr(self, base_lrs: dict[str, float | None]) -> float:
+        """The peak LR of this training, given each protocol's resolved base LR."""
+        return self.protocol.lr_for(self.arch, base_lrs[self.protocol.name])
 
 
 @cache
@@ -79,3 +73,42 @@ def plan_units(spec: RunSpec, selected: list[int]) -> tuple[list[Unit], list[tup
 
 def class_id_of(index: int, init_rule: str) -> int:
     return int(_class_columns().at[index, class_column(init_rule)])
+
+
+@dataclass(frozen=True)
+class Todo:
+    """What a run still has to do, given what its store holds (`remaining`)."""
+
+    units: tuple[Unit, ...]
+    """Every unit of the run."""
+    train: tuple[tuple[Unit, int], ...]
+    """(unit, attempts so far) still to train."""
+    no_path: tuple[tuple[Protocol, int, int], ...]
+    """(protocol, seed, cell) `no-path` rows not stored yet."""
+    no_path_total: int
+    finished: int
+    exhausted: int
+    """Units that failed `max_attempts` times: not retried."""
+
+    def summary(self, cells: int, max_attempts: int) -> str:
+        return (
+            f"{cells} cells -> {len(self.units)} units ({self.no_path_total} no-path rows); {self.finished} already "
+            f"finished, {self.exhausted} failed {max_attempts}x (not retried), {len(self.train)} to train"
+        )
+
+
+def remaining(spec: RunSpec, selected: list[int], stored: dict[tuple[str, int, int], tuple[str, int]]) -> Todo:
+    """The pure "what is left" step: the run's units against the store's (status, attempts) per key."""
+    units, no_path = plan_units(spec, selected)
+    train: list[tuple[Unit, int]] = []
+    finished = exhausted = 0
+    for unit in units:
+        status, attempts = stored.get(unit.key, ("", 0))
+        if status in FINISHED:
+            finished += 1
+        elif attempts >= spec.max_attempts:
+            exhausted += 1
+        else:
+            train.append((unit, attempts))
+    new_no_path = tuple(t for t in no_path if stored.get((t[0].name, t[2], t[1]), ("",))[0] != "no-path")
+    return Todo(tuple(units), tuple(train), new_no_path, len(no_path), finished, exhausted)

@@ -13,11 +13,16 @@ import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cells import all_cells
+from core.provenance import code_identity, code_version
 from pipeline.spec import Protocol, RunSpec
 from pipeline.units import Unit, class_id_of
+
+if TYPE_CHECKING:
+    from pipeline.data import DatasetSplits
+    from pipeline.engine import TrainRecord
 
 FAULT_ENV = "NB201_FAULT_KILL_ONCE"
 """Fault drill: if set to a path that does not exist yet, the first unit creates it and SIGKILLs
@@ -45,7 +50,7 @@ def package_versions() -> dict[str, str]:
 
 
 def base_row(spec: RunSpec, protocol: Protocol, index: int, seed: int, base_lr: float | None) -> dict[str, Any]:
-    """The columns every row has, whether trained, shared, failed or without a path."""
+    """The columns every row has, whether trained, shared, failed or without a path (`core.rows.TrialRow`)."""
     return {
         "run_id": spec.run_id,
         "dataset": spec.dataset,
@@ -61,6 +66,8 @@ def base_row(spec: RunSpec, protocol: Protocol, index: int, seed: int, base_lr: 
         "cells_per_stage": spec.cells_per_stage,
         "epochs": spec.epochs,
         "batch_size": spec.batch_size,
+        "code_version": code_version(),
+        "code_identity": code_identity(),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -81,6 +88,36 @@ def unit_rows(spec: RunSpec, unit: Unit, base_lr: float | None, outcome: dict[st
     return rows
 
 
+def record_columns(record: TrainRecord) -> dict[str, Any]:
+    """A training record as TrialRow columns: every field that matters survives into the row."""
+    result = record.to_dict()
+    cfg = record.config
+    return {
+        "status": result["status"],
+        "lr": cfg.lr,
+        "lr_schedule": cfg.schedule,
+        "momentum": cfg.momentum,
+        "nesterov": cfg.nesterov,
+        "weight_decay": cfg.weight_decay,
+        "precision": result["precision"],
+        "valid_acc": result["eval_acc"].get("valid"),
+        "test_acc": result["eval_acc"].get("test"),
+        "valid_loss": result["eval_loss"].get("valid"),
+        "test_loss": result["eval_loss"].get("test"),
+        "train_acc": result["train_acc"][-1] if result["train_acc"] else None,
+        "train_loss": result["train_loss"],
+        "train_acc_curve": result["train_acc"],
+        "diverged_epoch": result["diverged_epoch"],
+        "steps": result["steps"],
+        "n_train": result["n_train"],
+        "n_params": result["n_params"],
+        "wall_s": result["wall_s"],
+        "images_per_s": result["images_per_s"],
+        "device": result["device"],
+        "error": None,
+    }
+
+
 def _maybe_kill_self() -> None:
     marker = os.environ.get(FAULT_ENV)
     if marker and not Path(marker).exists():
@@ -99,46 +136,18 @@ def _announce_attempt(unit: Unit) -> None:
         time.sleep(0.05)
 
 
-def run_unit(spec: RunSpec, unit: Unit, base_lr: float | None, data: Any, device: str, threads: int) -> dict:
+def run_unit(spec: RunSpec, unit: Unit, base_lr: float | None, data: DatasetSplits, device: str) -> dict:
     """Train one unit; returns the outcome columns. Exceptions become status `failed`, never escape."""
     from pipeline.engine import train
 
-    lr = unit.lr(base_lr)
-    outcome: dict[str, Any] = {"lr": lr}
+    lr = unit.protocol.lr_for(unit.arch, base_lr)
+    outcome: dict[str, Any] = {"lr": lr, "data_fingerprint": data.fingerprint}
     try:
         _announce_attempt(unit)
         _maybe_kill_self()
-        record = train(
-            unit.arch,
-            data,
-            width=spec.width,
-            cells_per_stage=spec.cells_per_stage,
-            init_rule=unit.protocol.init,
-            lr=lr,
-            epochs=spec.epochs,
-            batch_size=spec.batch_size,
-            seed=unit.seed,
-            device=device,
-            threads=threads,
-        )
+        record = train(unit.arch, data, spec.train_config(unit.protocol, unit.seed, lr, device=device))
     except Exception as error:  # a failed trial is data, not a crash of the run
         outcome.update(status="failed", error=f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}")
         return outcome
-    result = record.to_dict()
-    accuracies = result.get("eval_acc", {})
-    outcome.update(
-        status=result["status"],
-        valid_acc=accuracies.get("valid"),
-        test_acc=accuracies.get("test"),
-        train_acc=(result["train_acc"][-1] if result["train_acc"] else None),
-        train_loss=result["train_loss"],
-        train_acc_curve=result["train_acc"],
-        diverged_epoch=result.get("diverged_epoch"),
-        wall_s=result["wall_s"],
-        images_per_s=result["images_per_s"],
-        n_params=result["n_params"],
-        device=result["device"],
-        versions=package_versions(),
-        error=None,
-    )
+    outcome.update(record_columns(record), versions=package_versions())
     return outcome

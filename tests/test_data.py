@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from core.datasets import DATASETS
 from pipeline.data import (
-    DATASETS,
-    STATS,
     DataError,
     Normalise,
     TrainBatches,
@@ -47,7 +46,8 @@ def test_cifar10_dir_may_be_the_batches_folder(cifar10_dir: Path) -> None:
 def test_cifar10_splits(cifar10_dir: Path) -> None:
     full = load_splits("cifar10", cifar10_dir)
     assert list(full.eval) == ["test"] and len(full.train_y) == 4000 and full.num_classes == 10
-    assert (full.image_size, full.pad, full.mean, full.std) == (32, 4, STATS["cifar10"].mean, STATS["cifar10"].std)
+    info = DATASETS["cifar10"]
+    assert (full.image_size, full.pad, full.mean, full.std) == (32, 4, info.mean, info.std)
 
     valid = load_splits("cifar10-valid", cifar10_dir)
     assert list(valid.eval) == ["valid", "test"]
@@ -155,10 +155,18 @@ def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "pwned").exists()
 
 
-def test_cli_dataset_names_match() -> None:
-    from pipeline.__main__ import DATASETS as CLI_DATASETS
-
-    assert CLI_DATASETS == DATASETS
+def test_fingerprint_names_the_bytes_read_not_the_folder(cifar10_dir: Path, tmp_path: Path) -> None:
+    """Same files anywhere -> same fingerprint; other images (the JPEG set) or one changed byte -> another."""
+    original = load_splits("cifar10", cifar10_dir).fingerprint
+    copy = tmp_path / "copy" / "cifar-10-batches-py"
+    shutil.copytree(cifar10_dir / "cifar-10-batches-py", copy)
+    assert load_splits("cifar10", copy.parent).fingerprint == original
+    assert load_splits("cifar10", cifar10_dir / "jpeg_q75").fingerprint != original
+    raw = bytearray((copy / "test_batch").read_bytes())
+    raw[-20] ^= 1  # one pixel of the last test image
+    (copy / "test_batch").write_bytes(bytes(raw))
+    assert load_splits("cifar10", copy.parent).fingerprint != original
+    assert len(original) == 16
 
 
 # --- loader -----------------------------------------------------------------------------------------

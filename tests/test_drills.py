@@ -225,8 +225,10 @@ def test_killed_writers_leave_whole_rows_and_whole_files(tmp_path):
     assert state() == (batch, batch, batch)  # none of the half-inserted transaction
     run("mid-parquet")
     assert state() == (2 * batch, batch, batch)  # committed rows; the old Parquet file, whole
+    (partial,) = run_dir.glob(".results.parquet.*.tmp")  # the interrupted temp file, under a unique name
     with pytest.raises(Exception):  # noqa: B017 - the interrupted temp file is really partial
-        pq.read_table(run_dir / "results.parquet.tmp")
+        pq.read_table(partial)
+    partial.unlink()
     run("mid-mirror")
     assert state() == (2 * batch, 2 * batch, batch)  # new local file; the old copy, whole
     run("first")
@@ -342,7 +344,7 @@ def test_bad_input_exit_code_of_the_real_command(tmp_path, cifar10_dir, publishe
 
 def test_job_driver_warns_about_paths_inside_its_working_dir(tmp_path, cifar10_dir, monkeypatch):
     """As a Ray Job the driver runs in a copy of the repo that Ray deletes: relative paths are named."""
-    from pipeline.orchestrate import JOB_CONFIG_ENV, job_path_warnings
+    from pipeline.cluster import JOB_CONFIG_ENV, job_path_warnings
     from pipeline.spec import load_spec
 
     relative = load_spec(write_config(tmp_path / "c.yaml", Path("data/cifar10"), CELLS[:1], Path("results")))

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from cells import Cell
+from core.config import ConfigError, TrainConfig, cosine
 from pipeline.__main__ import main
 from pipeline.data import DatasetSplits, load_splits
-from pipeline.engine import EpochProgress, TrainRecord, cosine_lr, native_bf16, train
+from pipeline.engine import DeviceError, EpochProgress, TrainRecord, native_bf16, train
 
-TINY = {"width": 4, "cells_per_stage": 1, "init_rule": "kaiming", "device": "cpu"}
+TINY = TrainConfig(width=4, cells_per_stage=1, init_rule="kaiming", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +24,14 @@ def small(cifar10_dir: Path) -> DatasetSplits:
 
 
 def test_cosine_schedule() -> None:
-    assert cosine_lr(0.2, 0, 100) == 0.2
-    assert cosine_lr(0.2, 50, 100) == pytest.approx(0.1)
-    assert cosine_lr(0.2, 100, 100) == pytest.approx(0.0)
+    assert cosine(0.2, 0, 100) == 0.2
+    assert cosine(0.2, 50, 100) == pytest.approx(0.1)
+    assert cosine(0.2, 100, 100) == pytest.approx(0.0)
 
 
 def test_record_fields_and_json(small: DatasetSplits) -> None:
     seen: list[EpochProgress] = []
-    record = train("3_14_002", small, lr=0.05, epochs=2, seed=0, progress=seen.append, **TINY)
+    record = train("3_14_002", small, TINY.with_(lr=0.05, epochs=2), seen.append)
     assert isinstance(record, TrainRecord) and record.status == "ok" and record.diverged_epoch is None
     assert [p.epoch for p in seen] == [1, 2] and seen[-1].eta_s == 0
     assert len(record.train_loss) == len(record.train_acc) == 2
@@ -46,9 +47,9 @@ def test_record_fields_and_json(small: DatasetSplits) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cpu_runs_are_reproducible(small: DatasetSplits, precision: str) -> None:
-    a = train("3_33_333", small, lr=0.1, epochs=1, seed=7, precision=precision, **TINY)
-    b = train("3_33_333", small, lr=0.1, epochs=1, seed=7, precision=precision, **TINY)
-    c = train("3_33_333", small, lr=0.1, epochs=1, seed=8, precision=precision, **TINY)
+    cfg = TINY.with_(epochs=1, seed=7, precision=precision)
+    a, b = train("3_33_333", small, cfg), train("3_33_333", small, cfg)
+    c = train("3_33_333", small, cfg.with_(seed=8))
     assert (a.train_loss, a.eval_acc, a.eval_loss) == (b.train_loss, b.eval_acc, b.eval_loss)
     assert a.train_loss != c.train_loss
     assert a.precision == {"fp32": "fp32", "bf16": "bf16 autocast"}[precision]
@@ -58,7 +59,7 @@ def test_cpu_runs_are_reproducible(small: DatasetSplits, precision: str) -> None
 def test_tiny_net_learns_real_cifar10(cifar10_dir: Path) -> None:
     """C=8, N=1, 3 epochs over the 4,000 real images (batch 64 for more steps): ~35-40% measured."""
     data = load_splits("cifar10", cifar10_dir)
-    record = train("3_13_313", data, lr=0.1, epochs=3, seed=0, batch_size=64, **{**TINY, "width": 8})
+    record = train("3_13_313", data, TINY.with_(epochs=3, batch_size=64, width=8))
     assert record.status == "ok"
     assert record.train_loss[-1] < record.train_loss[0]
     assert record.eval_acc["test"] > 25.0, record.eval_acc
@@ -66,7 +67,7 @@ def test_tiny_net_learns_real_cifar10(cifar10_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_absurd_lr_diverges_without_raising(small: DatasetSplits) -> None:
-    record = train("3_33_333", small, lr=1e6, epochs=3, seed=0, **TINY)
+    record = train("3_33_333", small, TINY.with_(lr=1e6, epochs=3))
     assert record.status == "diverged" and record.diverged_epoch in (1, 2, 3)
     assert len(record.train_loss) == record.diverged_epoch and not math.isfinite(record.train_loss[-1])
     assert record.eval_acc == {"valid": None, "test": None}
@@ -76,18 +77,20 @@ def test_absurd_lr_diverges_without_raising(small: DatasetSplits) -> None:
 def test_pathless_and_degenerate_cells_train(small: DatasetSplits) -> None:
     """No-path cells (zero output, bias-only) and the identity cell still run end to end."""
     for code in ("0_00_000", "0_03_003", "1_01_001"):
-        record = train(code, small, lr=0.1, epochs=1, seed=0, **TINY)
+        record = train(code, small, TINY.with_(epochs=1))
         assert record.status == "ok", code
 
 
 def test_bad_arguments_raise(small: DatasetSplits) -> None:
-    with pytest.raises(ValueError, match="learning rate"):
-        train("3_33_333", small, lr=float("nan"), epochs=1, seed=0, **TINY)
-    with pytest.raises(ValueError, match="precision"):
-        train("3_33_333", small, lr=0.1, epochs=1, seed=0, precision="fp8", **TINY)
+    with pytest.raises(ConfigError, match="learning rate"):
+        TINY.with_(lr=float("nan"))
+    with pytest.raises(ConfigError, match="precision"):
+        TINY.with_(precision="fp8")
+    with pytest.raises(ConfigError, match="schedule"):
+        TINY.with_(schedule="linear")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA"):
-            train("3_33_333", small, lr=0.1, epochs=1, seed=0, **{**TINY, "device": "cuda"})
+        with pytest.raises(DeviceError, match="CUDA"):
+            train("3_33_333", small, TINY.with_(epochs=1, device="cuda"))
 
 
 # --- CLI -------------------------------------------------------------------------------------------
@@ -109,7 +112,8 @@ def test_cli_train_json(cifar10_dir: Path, capsys: pytest.CaptureFixture[str]) -
     )
     assert code == 0, err
     record = json.loads(out)
-    assert record["lr"] == pytest.approx(0.46 / math.sqrt(1**3 + 3**3))  # paths: skip (L=1), conv-conv-skip (L=3)
+    # paths: skip (L=1), conv-conv-skip (L=3)
+    assert record["config"]["lr"] == pytest.approx(0.46 / math.sqrt(1**3 + 3**3))
     assert "epoch 2/2" in err and "eta" in err
 
 
@@ -129,7 +133,9 @@ def test_cli_train_summary(cifar10_dir: Path, capsys: pytest.CaptureFixture[str]
     [
         (["--arch", "3_33_3x3"], "official code"),
         (["--arch", "0_00_003", "--base-lr", "0.46"], "no input->output path"),
-        (["--arch", "3_33_333", "--epochs", "0"], "--epochs"),
+        (["--arch", "3_33_333", "--epochs", "0"], "epochs must be a positive integer"),
+        (["--arch", "3_33_333", "--lr", "nan"], "learning rate"),
+        (["--arch", "99999"], "0..15624"),
         (["--arch", "3_33_333", "--data-dir", "/nonexistent/nb201"], "--download"),
     ],
 )

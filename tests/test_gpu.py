@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cells import Cell
+from core.config import TrainConfig
 from pipeline.data import load_splits
 from pipeline.engine import train
 from pipeline.model import build_model
@@ -29,7 +30,7 @@ def test_bf16_channels_last_forward_matches_fp32():
 
 def test_training_on_cuda_learns_and_reports_the_device(cifar10_dir):
     data = load_splits("cifar10", cifar10_dir)
-    record = train(BEST, data, width=8, cells_per_stage=1, init_rule="kaiming", lr=0.1, epochs=4, seed=0, device="cuda")
+    record = train(BEST, data, TrainConfig(width=8, cells_per_stage=1, epochs=4, device="cuda"))
     assert record.status == "ok"
     assert record.device.startswith("cuda") and "bf16" in record.precision
     assert record.eval_acc["test"] > 25.0, record.eval_acc

@@ -13,6 +13,7 @@ from torch import nn
 
 from cells import CONV_KERNEL, Cell, all_cells, edge_init_degrees, live_graph, network_params, reduction_init_degrees
 from cells.classes import INPUT
+from core.shape import NetShape
 from pipeline.model import InferCell, ReLUConvBN, TinyNetwork, build_model, n_params
 
 CELL_A, CELL_B, CELL_C = (Cell.parse(c) for c in ("3_33_333", "3_03_101", "3_14_002"))
@@ -61,17 +62,17 @@ def test_param_count_equals_published(published_csv: Path) -> None:
             count10 = n_params(TinyNetwork(cell, 10, width=16, cells_per_stage=5))
         for classes, column in ((10, "params_m_cifar10"), (100, "params_m_cifar100"), (120, "params_m_imagenet16_120")):
             count = count10 + (classes - 10) * (4 * 16 + 1)
-            assert count == network_params(cell, classes, 16, 5), cell
+            assert count == network_params(cell, NetShape(16, 5, num_classes=classes)), cell
             assert count == round(float(row[column]) * 1e6), (cell, column)
     with torch.device("meta"):  # and the classifier really grows that way
-        assert n_params(TinyNetwork(CELL_A, 120, 16, 5)) == network_params(CELL_A, 120, 16, 5)
+        assert n_params(TinyNetwork(CELL_A, 120, 16, 5)) == network_params(CELL_A, NetShape(16, 5, num_classes=120))
 
 
 @pytest.mark.parametrize(("width", "n"), [(4, 1), (8, 2), (6, 3)])
 def test_param_count_other_sizes(width: int, n: int) -> None:
     for cell in [*special_cells(), *sample_cells(20, width)]:
         with torch.device("meta"):
-            assert n_params(TinyNetwork(cell, 10, width, n)) == network_params(cell, 10, width, n)
+            assert n_params(TinyNetwork(cell, 10, width, n)) == network_params(cell, NetShape(width, n, num_classes=10))
 
 
 # --- the pruned forward is NB201's forward -------------------------------------------------------

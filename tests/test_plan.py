@@ -11,8 +11,10 @@ import pytest
 from cells import Cell, all_cells, cell_at, index_of
 from cells.cost import network_macs
 from cells.export import cells_table
+from core.datasets import DATASETS
+from core.shape import NetShape
 from pipeline.commands import THROUGHPUT_TABLE
-from pipeline.plan import TRAIN_IMAGES, load_throughput, make_plan
+from pipeline.plan import load_throughput, make_plan
 from pipeline.spec import spec_from_dict
 from pipeline.units import class_column, plan_units
 
@@ -47,7 +49,7 @@ def small_spec(dataset: str = "cifar10-valid", dedup: bool = True):
 @pytest.mark.parametrize(("index", "mflops"), [(0, 15.65), (11, 113.95), (284, 11.72)])
 def test_network_macs_match_nb201_recorded_flops(index, mflops):
     """NB201's `flops` (cifar10-valid, C=16, N=5, 32 px; it counts MACs) for three cells."""
-    assert round(network_macs(cell_at(index), 10, 16, 5, 32) / 1e6, 2) == mflops
+    assert round(network_macs(cell_at(index), NetShape(16, 5, 32, 10)) / 1e6, 2) == mflops
 
 
 def test_plan_counts_follow_from_the_spec(published_csv):
@@ -69,8 +71,8 @@ def test_plan_counts_follow_from_the_spec(published_csv):
 
     # compute and time: per unit, 6 x live MACs x images x epochs; seconds = overhead + MACs / rate per image
     units, _ = plan_units(spec, selected)
-    cells, images = all_cells(), TRAIN_IMAGES["cifar10-valid"]
-    macs = [network_macs(cells[u.cell], 10, 16, 5, 32, live_only=True) for u in units]
+    cells, images = all_cells(), DATASETS["cifar10-valid"].train_images
+    macs = [network_macs(cells[u.cell], NetShape(16, 5, 32, 10), live_only=True) for u in units]
     assert plan.train_flops == pytest.approx(sum(6.0 * m * images * 200 for m in macs))
     seconds = sum(200 * images * throughput.seconds_per_image(m) for m in macs)
     assert plan.gpu_hours == pytest.approx(seconds / 3600 / throughput.trials_per_gpu)

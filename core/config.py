@@ -1,0 +1,75 @@
+"""TrainConfig: every setting of one training, in one value that the engine reads and the row keeps.
+
+Defaults are NB201's 200-epoch recipe (digest §4.1b): SGD with Nesterov momentum 0.9, weight
+decay 5e-4 on every parameter, batch 256, LR 0.1, cosine to 0 with no warm-up. `lr` is the peak
+(initial) LR of this training, already scaled by the caller when the protocol scales it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from core.errors import UserError
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+SCHEDULES: tuple[str, ...] = ("epoch", "step")
+"""Cosine updated once per epoch (NB201's and the official code's) or at every step."""
+
+
+class ConfigError(UserError):
+    """A training setting out of range; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training: network size, init, optimisation, numerics and where it runs."""
+
+    width: int = 16
+    cells_per_stage: int = 5
+    init_rule: str = "kaiming"
+    lr: float = 0.1
+    epochs: int = 200
+    batch_size: int = 256
+    seed: int = 0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    schedule: str = "step"
+    precision: str = "auto"
+    device: str = "auto"
+    threads: int | None = None
+    channels_last: bool = True
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
+        for name in ("width", "cells_per_stage", "epochs", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {self.threads}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
+
+    def lr_at(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        """The LR of step `step` (0-based, counted over the run), in 0-based `epoch`."""
+        if self.schedule == "epoch":
+            return cosine(self.lr, epoch, self.epochs)
+        return cosine(self.lr, step, self.epochs * steps_per_epoch)
+
+    def with_(self, **changes: Any) -> TrainConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def cosine(peak_lr: float, t: int, total: int) -> float:
+    """Cosine from `peak_lr` at t = 0 towards 0 at t = total, no warm-up, eta_min 0."""
+    return 0.5 * peak_lr * (1.0 + math.cos(math.pi * t / max(1, total)))

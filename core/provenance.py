@@ -1,0 +1,76 @@
+"""Where a number comes from: the code that computed it and the data it saw.
+
+`code_identity()` hashes the source files that determine a training's numbers (the search space,
+this layer, the model, data pipeline and engine), so an engine change gives a new identity even
+where no git repository exists (a Ray Job's working-dir copy). `code_version()` is the
+human-readable label. `Fingerprint` hashes the bytes of the dataset files a reader actually read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NUMERIC_SOURCES: tuple[str, ...] = (
+    "cells/*.py",
+    "core/*.py",
+    "pipeline/model.py",
+    "pipeline/data.py",
+    "pipeline/engine.py",
+    "pipeline/fused.py",
+)
+"""Files whose change may change a trained number; everything else (CLI, Ray, store, report) may not."""
+
+
+@cache
+def code_identity() -> str:
+    """sha256 (16 hex) over the numeric sources' paths and contents."""
+    digest = hashlib.sha256()
+    for pattern in NUMERIC_SOURCES:
+        for path in sorted(ROOT.glob(pattern)):
+            digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@cache
+def code_version() -> str:
+    """`<package version>+g<commit>[.dirty]`, or the version alone outside a git checkout."""
+    try:
+        version = metadata.version("nb201-rescale")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return version
+    if commit.returncode != 0:
+        return version
+    return f"{version}+g{commit.stdout.strip()}{'.dirty' if dirty.stdout.strip() else ''}"
+
+
+class Fingerprint:
+    """Accumulates (file name, content hash) of every file read; order-independent."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, str] = {}
+
+    def add(self, name: str, content: bytes) -> None:
+        self._files[name] = hashlib.sha256(content).hexdigest()
+
+    def hexdigest(self) -> str:
+        digest = hashlib.sha256()
+        for name in sorted(self._files):
+            digest.update(f"{name}\0{self._files[name]}\n".encode())
+        return digest.hexdigest()[:16]

@@ -1,0 +1,155 @@
+"""Ray, joined or started: the cluster connection, what a task may ask of it, where a task ran.
+
+`connect` joins the cluster at RAY_ADDRESS (or `--address`), else starts an embedded local Ray;
+the sweep (pipeline.orchestrate) and the base-LR finder (pipeline.base_lr) run on it. Together
+these three are the only modules that import Ray; the engine runs without it.
+
+GPUs: a task asks for `gpus_per_trial` (a fraction: several nets share one GPU, pipeline.packing);
+Ray sets CUDA_VISIBLE_DEVICES to the GPU it assigned, so inside the task torch's `cuda` (= cuda:0)
+is that GPU. `placement()` records the assignment for the `device` column:
+`...; ray gpu ids [0], CUDA_VISIBLE_DEVICES=0; node 10.0.0.7`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from core.errors import UserError
+from pipeline.spec import RunSpec
+from pipeline.worker import FAULT_ENV, TRIAL_PID_ENV
+
+Log = Callable[[str], None]
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+"""Set by Ray in a job's entrypoint (`ray job submit`): the job's runtime env, as JSON."""
+
+
+def stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class ClusterError(UserError):
+    """Ray could not be started or reached; the message says which address and what to do."""
+
+
+def check_address(address: str | None) -> None:
+    """Fail in seconds, not minutes, when a given `host:port` does not answer (Ray's own retries are slow)."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and address.startswith(("http://", "https://")):
+        raise ClusterError(
+            f"Ray address {address!r} is a dashboard (job submission) address: submit the run with "
+            f"`make submit RAY_ADDRESS={address}`, or give the driver the cluster's host:port (default port 6379)"
+        )
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"Ray address {address!r} is not host:port; fix RAY_ADDRESS / --address")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address} ({error.strerror or error}); check RAY_ADDRESS / --address, "
+            "or unset it to run locally"
+        ) from None
+
+
+def connect(address: str | None, num_cpus: int | None = None) -> None:
+    """Join the cluster at `address` (or $RAY_ADDRESS), else start an embedded local Ray."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    env = _drill_env()
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "configure_logging": True,
+        "logging_level": "warning",
+        "log_to_driver": True,
+        "runtime_env": {"env_vars": env} if env else None,
+    }
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            # Ray 2.60 may still pick the host's address for an embedded instance; set
+            # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before starting to keep it on loopback (tests do).
+            ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+    except Exception as error:  # Ray raises ConnectionError, RuntimeError or its own types
+        where = f"Ray cluster at {address}" if address else "a local Ray instance"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ClusterError(
+            f"cannot reach {where} ({first_line}); check RAY_ADDRESS / --address, or unset it to run locally"
+        ) from None
+
+
+def _drill_env() -> dict[str, str]:
+    """Fault-drill variables of the driver, for workers on every node. In a Ray Job, those that the job's
+    runtime env already sets are left to it (Ray refuses a driver env var that the job also sets)."""
+    job_env = json.loads(os.environ.get(JOB_CONFIG_ENV) or "{}").get("runtime_env", {}).get("env_vars", {})
+    return {name: os.environ[name] for name in (FAULT_ENV, TRIAL_PID_ENV) if name in os.environ and name not in job_env}
+
+
+def running_as_ray_job() -> bool:
+    return JOB_CONFIG_ENV in os.environ
+
+
+def job_path_warnings(spec: RunSpec) -> list[str]:
+    """In a Ray Job the driver runs in a copy of the repo on the head node that Ray deletes in time;
+    relative paths point into it (data re-read or re-downloaded per job, results lost)."""
+    if not running_as_ray_job():
+        return []
+    where = f"this job's working directory ({Path.cwd()}), which Ray deletes in time"
+    warnings = []
+    if not Path(spec.data_dir).is_absolute():
+        warnings.append(f"warning: data_dir {spec.data_dir!r} is inside {where}: pass --data-dir on the head's disk")
+    if not Path(spec.results_dir).is_absolute() and not spec.results_uri:
+        warnings.append(
+            f"warning: results_dir {spec.results_dir!r} is inside {where}: pass --results-dir on shared storage "
+            "or set results_uri"
+        )
+    return warnings
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def task_device(preferred: str) -> str:
+    """CUDA when Ray gave this task a GPU and torch sees one; CPU otherwise."""
+    if preferred == "cpu":
+        return "cpu"
+    import torch
+
+    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+
+
+def placement() -> str:
+    """Where Ray ran this task, for the `device` column: its GPU ids, the CUDA_VISIBLE_DEVICES Ray set
+    from them (so that torch's `cuda` is the assigned GPU), and the node's IP."""
+    parts = []
+    gpu_ids = ray.get_gpu_ids()
+    if gpu_ids:
+        ids = ", ".join(str(i) for i in gpu_ids)
+        parts.append(f"ray gpu ids [{ids}], CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}")
+    parts.append(f"node {ray.util.get_node_ip_address()}")
+    return "; ".join(parts)
+
+
+def gpus_per_trial(spec: RunSpec) -> float:
+    """Resolved GPU fraction: a number from the spec, or `auto` packing by model size."""
+    from pipeline.packing import gpu_fraction
+
+    value = spec.resources.gpus_per_trial
+    if value == "auto":
+        has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+        return gpu_fraction(spec.width, spec.cells_per_stage) if has_gpus else 0.0
+    return float(value)
+
+
+# --- the sweep -----------------------------------------------------------------------------
