@@ -11,8 +11,8 @@ SHARED  ?= ../shared
 RAY_ADDRESS ?=
 JOB     ?=
 ARGS    ?=
-RAY_CLI  = $(VENV)/bin/ray job
-RAY_AT   = $(if $(RAY_ADDRESS),--address $(RAY_ADDRESS),)
+# `ray job` through pipeline/jobs.py: a missing or unreachable cluster is one `error:` line, exit 2.
+RAY_JOB  = RAY_ADDRESS=$(RAY_ADDRESS) $(PY) -m pipeline.jobs
 
 .PHONY: install test lint evaluate clean submit status logs
 
@@ -38,19 +38,19 @@ evaluate: install
 # CONFIG/ARGS are the head's. Prints the job id and how to follow it.
 submit: install
 	@id=$(or $(JOB),nb201-$$(date +%Y%m%d-%H%M%S)); \
-	$(RAY_CLI) submit $(RAY_AT) --submission-id $$id --no-wait --working-dir . \
+	$(RAY_JOB) submit --submission-id $$id --no-wait --working-dir . \
 		-- python -m pipeline evaluate --config $(CONFIG) $(ARGS) \
 	&& printf '\nsubmitted job %s\n  status: make status JOB=%s%s\n  logs:   make logs JOB=%s%s\n' \
 		$$id $$id "$(if $(RAY_ADDRESS), RAY_ADDRESS=$(RAY_ADDRESS),)" $$id "$(if $(RAY_ADDRESS), RAY_ADDRESS=$(RAY_ADDRESS),)"
 
 status: install
 	@test -n "$(JOB)" || { echo "error: set JOB=<id> (make submit printed it)" >&2; exit 2; }
-	$(RAY_CLI) status $(RAY_AT) $(JOB)
+	@$(RAY_JOB) status $(JOB)
 
 # Follows the job's output until it ends.
 logs: install
 	@test -n "$(JOB)" || { echo "error: set JOB=<id> (make submit printed it)" >&2; exit 2; }
-	$(RAY_CLI) logs $(RAY_AT) --follow $(JOB)
+	@$(RAY_JOB) logs --follow $(JOB)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from analysis.compare import Settings
 from analysis.report import write_report
-from analysis.runs import DEFAULT_KEEP, RunTableError
+from analysis.runs import DIVERGED_POLICIES, RunTableError, check_covered, run_reference
 from benchmarks import SPEC_HELP, ReferenceSourceError
 
 
@@ -25,7 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
         "<run>/report.md plus PNG figures next to it.",
     )
     report.add_argument("--run", required=True, type=Path, metavar="DIR", help="run folder holding results.parquet")
-    report.add_argument("--reference", default=None, metavar="SPEC", help=f"published values: {SPEC_HELP}")
+    report.add_argument(
+        "--reference",
+        default=None,
+        metavar="SPEC",
+        help=f"published values (default: the run's spec.yaml `reference`): {SPEC_HELP}",
+    )
     report.add_argument(
         "--noise-reference",
         default=None,
@@ -44,9 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--seed", type=int, default=Settings.seed, help="bootstrap seed (default 0)")
     report.add_argument(
-        "--include-diverged",
-        action="store_true",
-        help="rank diverged trials too (at their recorded accuracy) instead of only counting them",
+        "--diverged",
+        choices=DIVERGED_POLICIES,
+        default="chance",
+        help="diverged trials: scored at chance accuracy (100/classes) in every statistic (default), or "
+        "dropped (counted only; favours protocols that diverge)",
     )
     return parser
 
@@ -56,15 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.resamples < 0:
         print("error: --resamples must be >= 0", file=sys.stderr)
         return 2
-    keep = (*DEFAULT_KEEP, "diverged") if args.include_diverged else DEFAULT_KEEP
     try:
+        reference = args.reference or run_reference(args.run)
+        check_covered(args.run, reference)  # before anything is written: a good report is never replaced
         path = write_report(
             args.run,
-            reference=args.reference,
+            reference=reference,
             noise_reference=args.noise_reference,
             bar_reference=args.bar_reference,
             settings=Settings(n_resamples=args.resamples, seed=args.seed),
-            keep=keep,
+            diverged=args.diverged,
         )
     except (ReferenceSourceError, RunTableError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -11,7 +11,7 @@ only when chosen).
 from benchmarks.errors import ReferenceSourceError
 from benchmarks.names import DATASETS, METRICS, NB201_SEEDS, ColumnKey, column_name, dataset_name, parse_column
 from benchmarks.reference import Reference, source_label
-from benchmarks.sources import DEFAULT, SPEC_HELP, open_reference, parse_spec
+from benchmarks.sources import DEFAULT, SPEC_HELP, open_covering, open_reference, parse_spec
 from benchmarks.table_file import write_table
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "ReferenceSourceError",
     "column_name",
     "dataset_name",
+    "open_covering",
     "open_reference",
     "parse_column",
     "parse_spec",

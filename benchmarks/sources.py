@@ -54,3 +54,19 @@ def parse_spec(spec: str | Path | None) -> tuple[str, Path | None]:
     if suffix == ".pth":
         return "nas201", Path(text)
     raise ReferenceSourceError(f"unknown reference {text!r}. Use one of: {SPEC_HELP}")
+
+
+def open_covering(spec: str | Path | None, dataset: str, epochs: int = 200) -> Reference:
+    """Open the source and check that it has the published number a run on `dataset` is compared with
+    (`core.datasets`' primary compared metric), so that a sweep never ends in an empty report."""
+    from core.datasets import DATASETS
+
+    reference = open_reference(spec)
+    metric = DATASETS[dataset].compared_metrics[0]
+    if not reference.has(dataset, metric, epochs):
+        raise ReferenceSourceError(
+            f"reference {reference.name} has no {dataset} {metric} accuracy at {epochs} epochs, which the report "
+            f"compares a {dataset} run with; use a source that has it: csv:PATH or parquet:PATH (the published "
+            "table, e.g. csv:../shared/data/nb201/nb201_published.csv) or nas201:PATH (the official .pth file)"
+        )
+    return reference

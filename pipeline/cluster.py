@@ -13,6 +13,7 @@ is that GPU. `placement()` records the assignment for the `device` column:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -72,12 +73,13 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         "log_to_driver": True,
         "runtime_env": {"env_vars": env} if env else None,
     }
+    if not sys.stderr.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # no ANSI colour codes in logs written to files
     try:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            # Ray 2.60 may still pick the host's address for an embedded instance; set
-            # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before starting to keep it on loopback (tests do).
+            _embedded_on_loopback()
             ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
     except Exception as error:  # Ray raises ConnectionError, RuntimeError or its own types
         where = f"Ray cluster at {address}" if address else "a local Ray instance"
@@ -85,6 +87,47 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         raise ClusterError(
             f"cannot reach {where} ({first_line}); check RAY_ADDRESS / --address, or unset it to run locally"
         ) from None
+
+
+EMBEDDED_ENV: dict[str, str] = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # single-node mode: every Ray process binds to 127.0.0.1
+    "RAY_enable_metrics_collection": "0",  # no metrics pipeline behind the Prometheus endpoints
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+"""What an embedded Ray is started with; a variable the user set wins (a cluster run sets none of them)."""
+
+
+def _embedded_on_loopback() -> None:
+    """Keep an embedded Ray on loopback. Ray 2.60 ignores `_node_ip_address="127.0.0.1"` and binds GCS,
+    raylet, workers and agents to every interface or the host's address, unless it runs in its
+    single-node mode, which it reads from RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER at import: the variable
+    is set for the processes Ray starts, and the constant for this already-imported one."""
+    for name, value in EMBEDDED_ENV.items():
+        os.environ.setdefault(name, value)
+    # Ray's default for a local cluster (token auth on) is fine here; its warning saying so is noise.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"].lower() in ("1", "true")
+
+
+def check_resources(spec: RunSpec, autoscaling: bool | None = None) -> None:
+    """Right after connecting: some alive node can hold one trial (else Ray would leave it pending
+    forever). Raises preflight.ResourceError."""
+    from pipeline.preflight import check_resources as check
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    if autoscaling is None:
+        autoscaling = os.environ.get("NB201_AUTOSCALING", "") == "1"
+    check(spec.resources.cpus_per_trial, gpus_per_trial(spec), nodes, autoscaling)
+
+
+def task_attempt() -> int:
+    """0 for a task's first run, n for Ray's n-th retry of it (after its worker or node died)."""
+    try:
+        return int(ray._private.worker.global_worker.core_worker.get_current_task_attempt_number())
+    except (AttributeError, RuntimeError, TypeError, ValueError):  # a private API: absent in other versions
+        return 0
 
 
 def _drill_env() -> dict[str, str]:
@@ -105,7 +148,9 @@ def job_path_warnings(spec: RunSpec) -> list[str]:
         return []
     where = f"this job's working directory ({Path.cwd()}), which Ray deletes in time"
     warnings = []
-    if not Path(spec.data_dir).is_absolute():
+    from pipeline.data import data_dirs
+
+    if not all(folder.is_absolute() for folder in data_dirs(spec.data_dir)):
         warnings.append(f"warning: data_dir {spec.data_dir!r} is inside {where}: pass --data-dir on the head's disk")
     if not Path(spec.results_dir).is_absolute() and not spec.results_uri:
         warnings.append(

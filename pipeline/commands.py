@@ -8,6 +8,7 @@ exit code 2.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -61,7 +62,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _spec_arguments(evaluate)
     evaluate.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     evaluate.add_argument("--no-report", action="store_true", help="skip `python -m analysis report` at the end")
+    evaluate.add_argument(
+        "--allow-code-change",
+        action="store_true",
+        help="resume a run whose finished rows were trained by other code: keep them (each row records its "
+        "code_identity), train the rest with this code, record the change in the store",
+    )
     evaluate.set_defaults(handler=run_evaluate)
+
+    export = commands.add_parser(
+        "export",
+        help="rewrite <run>/results.parquet from results.sqlite (e.g. after the driver was killed)",
+    )
+    export.add_argument("--run", required=True, type=Path, metavar="DIR", help="run folder holding results.sqlite")
+    export.set_defaults(handler=run_export)
 
     finder = commands.add_parser(
         "find-base-lr",
@@ -85,15 +99,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     plan.set_defaults(handler=run_plan)
 
 
-def check_reference(reference: str | None) -> None:
-    """Open the report's reference source now, so that a wrong path or format fails in seconds rather
-    than after the sweep (raises benchmarks.ReferenceSourceError)."""
-    from benchmarks import ReferenceSourceError, open_reference
+def check_reference(reference: str | None, dataset: str) -> None:
+    """Open the report's reference source now and check that it has the number the report compares a
+    `dataset` run with, so that a wrong path, format or source fails in seconds rather than after the
+    sweep (raises benchmarks.ReferenceSourceError)."""
+    from benchmarks import ReferenceSourceError, open_covering
 
     try:
-        open_reference(reference)
+        open_covering(reference, dataset)
     except ReferenceSourceError as error:  # one line: a parser's message may carry newlines
         raise ReferenceSourceError(" ".join(str(error).split())) from None
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM (a scheduler, `ray job stop`, `kill`) ends the driver like Ctrl-C: cleanup runs, the
+    Parquet table is rewritten from what finished."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -102,8 +123,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args)
     if not args.no_report:
-        check_reference(spec.reference)
-    outcome = sweep(spec, args.address, stderr_log)
+        check_reference(spec.reference, spec.dataset)
+    signal.signal(signal.SIGTERM, _terminate)
+    outcome = sweep(spec, args.address, stderr_log, allow_code_change=args.allow_code_change)
     counts = outcome.counts
     print(
         f"done: {counts['units']} units ({counts['trained']} trained now, {counts['skipped']} already finished, "
@@ -128,6 +150,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    """results.sqlite -> results.parquet of a run folder; the store is only read (a running driver may
+    hold the folder's lock: its next export replaces this one)."""
+    from pipeline.store import ResultsStore, StoreError, inspect_store
+
+    db = args.run / "results.sqlite"
+    if inspect_store(db) is None:
+        raise StoreError(f"no results.sqlite in {args.run}; pass a run folder (results/<run>)")
+    with ResultsStore(args.run) as store:
+        table = store.export_parquet()
+    print(table)
+    return 0
+
+
 def run_find_base_lr(args: argparse.Namespace) -> int:
     from pipeline.cluster import stderr_log
     from pipeline.orchestrate import find_base_lrs
@@ -139,7 +175,7 @@ def run_find_base_lr(args: argparse.Namespace) -> int:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from pipeline.plan import calibrate, default_trials_per_gpu, load_throughput, make_plan
+    from pipeline.plan import calibrate, default_trials_per_gpu, load_throughput, make_plan, train_images
 
     spec = spec_from_args(args)
     if args.gpus < 1:
@@ -149,7 +185,7 @@ def run_plan(args: argparse.Namespace) -> int:
     else:
         throughput = load_throughput(args.gpu_type, THROUGHPUT_TABLE)
     published = args.published if args.published.is_file() else None
-    plan = make_plan(spec, throughput, args.gpus, published)
+    plan = make_plan(spec, throughput, args.gpus, published, train_images(spec))
     print(plan.report(spec, args.gpus))
     print(f"  (packing rule for C={spec.width}, N={spec.cells_per_stage}: {default_trials_per_gpu(spec)} per GPU)")
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,15 +29,29 @@ from pipeline.base_lr import resolve_base_lrs
 from pipeline.cluster import (
     Log,
     check_address,
+    check_resources,
     connect,
     gpus_per_trial,
     job_path_warnings,
     placement,
     shutdown,
+    task_attempt,
     task_device,
 )
+from pipeline.identity import RunIdentity, check_resume
+from pipeline.preflight import check_base_lr_cache, check_labels
+from pipeline.runlock import RunLock
 from pipeline.spec import RunSpec
-from pipeline.store import ResultsStore, StoreError
+from pipeline.store import (
+    DiskFullError,
+    ResultsMirror,
+    ResultsStore,
+    StoreError,
+    inspect_store,
+    is_disk_full,
+    make_run_dir,
+    point_latest,
+)
 from pipeline.units import Todo, Unit, remaining
 from pipeline.worker import no_path_row, run_unit, unit_rows
 
@@ -45,6 +60,7 @@ from pipeline.worker import no_path_row, run_unit, unit_rows
 def _unit_task(spec: RunSpec, unit: Unit, base_lr: float | None, data: Any) -> dict:
     outcome = run_unit(spec, unit, base_lr, data, task_device(spec.device))
     outcome["device"] = "; ".join(part for part in (outcome.get("device"), placement()) if part)
+    outcome["ray_attempt"] = task_attempt()  # Ray's retries of this task, counted in `attempts`
     return outcome
 
 
@@ -85,11 +101,13 @@ def drain(
     n_train: int,
     store: ResultsStore,
     log: Log,
+    fingerprint: str | None = None,
 ) -> Progress:
     """Train `todo.train` through Ray tasks (a bounded window in flight), writing each unit's rows as
-    it lands; re-exports the Parquet table every `EXPORT_EVERY_S`."""
+    it lands; re-exports the Parquet table every `EXPORT_EVERY_S`. `attempts` counts every run of a
+    unit: earlier driver attempts, this one, and Ray's own retries of its task."""
     gpus = gpus_per_trial(spec)
-    task = _unit_task.options(num_cpus=spec.resources.cpus_per_trial, num_gpus=gpus, max_retries=3)
+    task = _unit_task.options(num_cpus=spec.resources.cpus_per_trial, num_gpus=gpus, max_retries=RAY_RETRIES)
     slots = max(1, int(ray.available_resources().get("CPU", 1) // spec.resources.cpus_per_trial))
     window = max(4, 2 * slots)
     progress = Progress(total=len(todo.train))
@@ -113,8 +131,11 @@ def drain(
                     "lr": unit.lr(base_lrs),
                     "status": "failed",
                     "error": f"{type(error).__name__}: {str(error).splitlines()[0]}",
+                    "ray_attempt": RAY_RETRIES,
                 }
-            store.write(unit_rows(spec, unit, base_lrs[unit.protocol.name], outcome, attempts + 1))
+            tries = attempts + 1 + int(outcome.pop("ray_attempt", 0) or 0)
+            rows = unit_rows(spec, unit, base_lrs[unit.protocol.name], outcome, tries)
+            store.write(_stamped(rows, fingerprint))
             progress.done += 1
             progress.failed += outcome["status"] == "failed"
             progress.images += spec.epochs * n_train if outcome["status"] == "ok" else 0
@@ -135,6 +156,16 @@ def drain(
 
 
 EXPORT_EVERY_S = 60.0
+RAY_RETRIES = 3
+"""Ray re-runs a unit whose worker process or node died, this many times."""
+
+
+def _stamped(rows: list[dict[str, Any]], fingerprint: str | None) -> list[dict[str, Any]]:
+    """Rows that no worker filled (no-path, failed in Ray) still record the data of their run."""
+    for row in rows:
+        if fingerprint and not row.get("data_fingerprint"):
+            row["data_fingerprint"] = fingerprint
+    return rows
 
 
 def _train_all(spec: RunSpec, selected: list[int], data: Any, store: ResultsStore, log: Log) -> dict[str, int]:
@@ -143,10 +174,10 @@ def _train_all(spec: RunSpec, selected: list[int], data: Any, store: ResultsStor
     base_lrs = resolve_base_lrs(spec, data_ref, log)
     atomic_write_text(spec.run_dir / "base_lr.json", json.dumps(base_lrs, indent=1))  # the base LRs this run used
     todo = remaining(spec, selected, store.statuses())
-    store.write(no_path_row(spec, p, i, s, base_lrs[p.name]) for p, s, i in todo.no_path)
+    no_path = [no_path_row(spec, p, i, s, base_lrs[p.name]) for p, s, i in todo.no_path]
+    store.write(_stamped(no_path, data.fingerprint))
     log(todo.summary(len(selected), spec.max_attempts))
-    progress = drain(spec, todo, base_lrs, data_ref, len(data.train_y), store, log)
-    store.export_parquet()
+    progress = drain(spec, todo, base_lrs, data_ref, len(data.train_y), store, log, data.fingerprint)
     return {"units": len(todo.units), "trained": progress.done, "failed": progress.failed, "skipped": todo.finished}
 
 
@@ -160,45 +191,102 @@ class RunOutcome:
     counts: dict[str, int]
 
 
-def _prepare(spec: RunSpec, log: Log) -> tuple[Any, ResultsStore]:
-    """Everything that can fail on user input, before Ray starts: data, results folder."""
+def _prepare(spec: RunSpec, log: Log, *, allow_code_change: bool = False) -> tuple[Any, ResultsStore, RunLock]:
+    """Everything that can fail on user input, before Ray starts: the base-LR cache, the data (its
+    labels and fingerprint), the run's identity against what its folder holds (read-only first, so a
+    refused run changes no file), then the folder's lock. Returns the data, the open store and the
+    held lock; spec.yaml and results/latest are written only once the run is known to be this one."""
     from pipeline.data import load_splits
 
+    check_base_lr_cache(spec)
     data = load_splits(
-        spec.dataset, spec.data_dir, download=spec.download, max_train=spec.max_train, max_eval=spec.max_eval
+        spec.dataset,
+        spec.data_dir,
+        download=spec.download,
+        max_train=spec.max_train,
+        max_eval=spec.max_eval,
+        image_size=spec.image_size,
     )
+    check_labels(data, str(spec.data_dir))
     log(data.describe())
-    store = ResultsStore(spec.run_dir, spec.results_uri)
+    identity = RunIdentity.of(spec, data.fingerprint)
+    db = spec.run_dir / "results.sqlite"
+    check_resume(identity, inspect_store(db), str(db), allow_code_change=allow_code_change)
+    if spec.results_uri:
+        ResultsMirror(spec.results_uri, spec.run_id)  # its probe write, before this run writes anything
+    lock = RunLock(make_run_dir(spec.run_dir)).acquire()
+    try:
+        stored = inspect_store(db)  # again, now that no other driver can write it
+        code_changed = check_resume(identity, stored, str(db), allow_code_change=allow_code_change)
+        store = ResultsStore(spec.run_dir, spec.results_uri)
+    except BaseException:
+        lock.release()
+        raise
+    if code_changed:
+        log(f"code changed since this run's rows were trained (now {identity.code_identity}); kept, recorded")
+    store.write_meta(identity.meta(stored.meta if stored else None, code_changed=code_changed))
     atomic_write_text(spec.run_dir / "spec.yaml", spec.to_yaml())
-    return data, store
+    point_latest(spec.run_dir)
+    return data, store, lock
 
 
-def sweep(spec: RunSpec, address: str | None, log: Log = print) -> RunOutcome:
-    """The main job (`make evaluate`): every selected cell under every protocol and seed, resumable."""
+def _export_on_exit(store: ResultsStore, log: Log) -> Path | None:
+    """Rewrite results.parquet from what SQLite holds, whatever ended the run; None if that failed."""
+    try:
+        return store.export_parquet()
+    except (OSError, StoreError) as error:
+        log(f"warning: results.parquet not rewritten ({error}); `python -m pipeline export --run {store.run_dir}`")
+        return None
+
+
+def sweep(spec: RunSpec, address: str | None, log: Log = print, *, allow_code_change: bool = False) -> RunOutcome:
+    """The main job (`make evaluate`): every selected cell under every protocol and seed, resumable.
+
+    The Parquet table is rewritten on every exit (done, error, Ctrl-C, SIGTERM turned into
+    KeyboardInterrupt by the CLI); a full disk is one DiskFullError line, the store left whole."""
     check_address(address)
     selected = spec.cells.resolve()
     for warning in job_path_warnings(spec):
         log(warning)
-    data, store = _prepare(spec, log)
+    data, store, lock = _prepare(spec, log, allow_code_change=allow_code_change)
+    table = None
     try:
-        connect(address)
         try:
-            counts = _train_all(spec, selected, data, store, log)
+            connect(address)
+            try:
+                check_resources(spec)
+                counts = _train_all(spec, selected, data, store, log)
+            finally:
+                shutdown()
         finally:
-            shutdown()
-        table = store.export_parquet()
+            table = _export_on_exit(store, log)
+    except (OSError, sqlite3.OperationalError) as error:
+        if not is_disk_full(error):
+            raise
+        kept = "results.sqlite and results.parquet" if table else "results.sqlite"
+        raise DiskFullError(
+            f"disk full while writing {spec.run_dir} ({error}); every finished unit is in {kept}: free space and "
+            "rerun the same command to resume"
+        ) from None
     finally:
         store.close()
+        lock.release()
+    if table is None:
+        raise StoreError(f"could not write {spec.run_dir / 'results.parquet'}; rerun `python -m pipeline export`")
     return RunOutcome(spec.run_dir, table, counts)
 
 
 def find_base_lrs(spec: RunSpec, address: str | None, log: Log = print) -> dict[str, float | None]:
     """`find-base-lr`: resolve (and cache) every scaled protocol's base LR."""
     check_address(address)
-    data, store = _prepare(spec, log)
+    data, store, lock = _prepare(spec, log)
     store.close()
-    connect(address)
     try:
-        return resolve_base_lrs(spec, ray.put(data), log)
+        connect(address)
+        try:
+            check_resources(spec)
+            return resolve_base_lrs(spec, ray.put(data), log)
+        finally:
+            shutdown()
     finally:
-        shutdown()
+        lock.release()

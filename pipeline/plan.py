@@ -8,6 +8,7 @@ command that measured them) or from `--calibrate`, a short timing on this machin
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,7 @@ def synthetic_splits(spec: RunSpec, n_images: int) -> DatasetSplits:
     from pipeline.data import DatasetSplits
 
     info = DATASETS[spec.dataset]
-    side, classes = info.image_size, info.num_classes
+    side, classes = spec.shape.image_size, info.num_classes  # follows the spec's image_size
     generator = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (n_images, 3, side, side), dtype=torch.uint8, generator=generator)
     y = torch.randint(0, classes, (n_images,), generator=generator)
@@ -85,7 +86,7 @@ def synthetic_splits(spec: RunSpec, n_images: int) -> DatasetSplits:
         (0.5, 0.5, 0.5),
         (0.25, 0.25, 0.25),
         side,
-        info.pad,
+        info.pad if side == info.image_size else max(1, info.pad * side // info.image_size),
     )
 
 
@@ -161,12 +162,27 @@ class Plan:
         return "\n".join(lines)
 
 
-def make_plan(spec: RunSpec, throughput: Throughput, gpus: int, published_csv: Path | None) -> Plan:
+def train_images(spec: RunSpec) -> int:
+    """Training images per epoch: the split actually in data_dir when it is readable there (a folder may
+    hold fewer images than the full dataset), else the registry's full size; capped by max_train."""
+    from pipeline.data import DataError, load_splits
+
+    full = DATASETS[spec.dataset].train_images
+    with contextlib.suppress(DataError, OSError):  # no data here (a cluster config): the full size
+        full = len(load_splits(spec.dataset, spec.data_dir).train_y)
+    return full if spec.max_train is None else min(spec.max_train, full)
+
+
+def make_plan(
+    spec: RunSpec, throughput: Throughput, gpus: int, published_csv: Path | None, images: int | None = None
+) -> Plan:
+    """`images`: training images per epoch (`train_images`; default the full split, capped by max_train)."""
     selected = spec.cells.resolve()
     units, no_path = plan_units(spec, selected)
     n_no_path_cells = len({index for _, _, index in no_path})
     full = DATASETS[spec.dataset].train_images
-    images = full if spec.max_train is None else min(spec.max_train, full)
+    if images is None:
+        images = full if spec.max_train is None else min(spec.max_train, full)
     shape, cells = spec.shape, all_cells()
     seconds = flops = 0.0
     for unit in units:

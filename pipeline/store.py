@@ -9,11 +9,15 @@ may have no disk that outlives it). Schema: results/README.md.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import shutil
 import sqlite3
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,68 @@ from core.rows import KEY, arrow_schema, column_kinds, encode_json, sqlite_colum
 
 class StoreError(UserError):
     """The results location cannot be used (read-only, not a directory, another run's files)."""
+
+
+class DiskFullError(StoreError):
+    """The disk filled up mid-run: what finished is safe in SQLite; free space and rerun to resume."""
+
+
+META_TABLE = "run_meta"
+"""Key/value facts of the run that owns a store (run id, config, data fingerprint, code identity)."""
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """What an existing results.sqlite says about the run(s) that wrote it, read without changing it."""
+
+    meta: dict[str, str]
+    """The `run_meta` table (empty for a store written before it existed)."""
+    identities: tuple[tuple[str | None, str | None, str | None, int], ...]
+    """(run_id, data_fingerprint, code_identity, rows) per distinct identity among the stored rows."""
+
+    @property
+    def rows(self) -> int:
+        return sum(n for *_, n in self.identities)
+
+
+def inspect_store(path: Path) -> StoredRun | None:
+    """Read a results.sqlite read-only (None when absent): a corrupt file, another program's database or
+    an older schema is a StoreError naming the fix, and the file is left exactly as it was."""
+    if not path.exists():
+        return None
+    fix = f"move {path} away (or delete it), or give this run a new name (--set name=...)"
+    # Without a -wal file everything is in the main file: `immutable` reads it without creating -shm/-wal
+    # files (a refused run leaves the folder exactly as it was); with one, a read-only reader needs them.
+    mode = "ro" if path.with_name(path.name + "-wal").exists() else "ro&immutable=1"
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode={mode}", uri=True)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "results" not in tables:
+                raise StoreError(f"{path} is not a results store of this pipeline (no results table); {fix}")
+            have = {row[1] for row in db.execute("PRAGMA table_info(results)")}
+            missing = [name for name in sqlite_columns() if name not in have]
+            if missing:
+                raise StoreError(
+                    f"{path} was written by another version of this pipeline (no column {', '.join(missing[:3])}); "
+                    f"{fix}"
+                )
+            meta = dict(db.execute(f"SELECT key, value FROM {META_TABLE}")) if META_TABLE in tables else {}
+            identities = tuple(
+                db.execute(
+                    "SELECT run_id, data_fingerprint, code_identity, COUNT(*) FROM results "
+                    "GROUP BY run_id, data_fingerprint, code_identity ORDER BY COUNT(*) DESC"
+                )
+            )
+    except sqlite3.DatabaseError as error:  # not a database, truncated, encrypted ...
+        raise StoreError(f"{path} is unreadable ({_first_line(error)}); {fix}") from None
+    return StoredRun(meta, identities)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC/EDQUOT from the OS, or SQLite's own "database or disk is full"."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(error, sqlite3.OperationalError) and "disk is full" in str(error)
 
 
 class ResultsMirror:
@@ -73,25 +139,54 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def make_run_dir(run_dir: Path) -> Path:
+    """Create the run folder and prove it writable (a probe file), or raise StoreError naming the fix."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StoreError(
+            f"cannot create results folder {run_dir}: {error.strerror}; choose a writable --results-dir"
+        ) from None
+    probe = run_dir / f".write-probe.{uuid.uuid4().hex[:8]}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise StoreError(
+            f"results folder {run_dir} is not writable ({error.strerror}); choose a writable --results-dir"
+        ) from None
+    return run_dir
+
+
+LATEST = "latest"
+
+
+def point_latest(run_dir: Path) -> Path:
+    """`<results_dir>/latest` -> the run folder (a relative symlink, replaced atomically), so that
+    `pd.read_parquet("results/latest/results.parquet")` reads the newest run. Where the filesystem
+    has no symlinks, `latest` is a text file holding the run folder's name."""
+    run_dir = Path(run_dir)
+    link = run_dir.parent / LATEST
+    tmp = run_dir.parent / f".{LATEST}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        tmp.symlink_to(run_dir.name, target_is_directory=True)
+        if link.is_dir() and not link.is_symlink():  # a real folder named `latest`: leave it alone
+            tmp.unlink()
+            return link
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        with atomic_path(link) as pointer:
+            pointer.write_text(run_dir.name + "\n")
+    return link
+
+
 class ResultsStore:
     """`results/<run_id>/results.sqlite` plus its Parquet export (and its mirror at `mirror_uri`)."""
 
     def __init__(self, run_dir: Path, mirror_uri: str | None = None) -> None:
-        self.run_dir = Path(run_dir)
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StoreError(
-                f"cannot create results folder {self.run_dir}: {error.strerror}; choose a writable --results-dir"
-            ) from None
-        probe = self.run_dir / ".write-probe"
-        try:
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as error:
-            raise StoreError(
-                f"results folder {self.run_dir} is not writable ({error.strerror}); choose a writable --results-dir"
-            ) from None
+        self.run_dir = make_run_dir(run_dir)
         self.mirror = ResultsMirror(mirror_uri, self.run_dir.name) if mirror_uri else None
         self.path = self.run_dir / "results.sqlite"
         self._db = sqlite3.connect(self.path, isolation_level=None)
@@ -99,6 +194,7 @@ class ResultsStore:
         self._db.execute("PRAGMA synchronous=FULL")
         columns = ", ".join(f"{name} {kind}" for name, kind in sqlite_columns().items())
         self._db.execute(f"CREATE TABLE IF NOT EXISTS results ({columns}, PRIMARY KEY ({', '.join(KEY)}))")
+        self._db.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT)")
 
     def close(self) -> None:
         self._db.close()
@@ -116,6 +212,9 @@ class ResultsStore:
         rows = self._db.execute("SELECT protocol, nb201_index, seed, status, attempts FROM results")
         return {(p, i, s): (status, attempts) for p, i, s, status, attempts in rows}
 
+    def meta(self) -> dict[str, str]:
+        return dict(self._db.execute(f"SELECT key, value FROM {META_TABLE}"))
+
     def table(self) -> pd.DataFrame:
         """Every row, typed as `core.rows.TrialRow` declares (JSON columns decoded)."""
         frame = pd.read_sql_query("SELECT * FROM results ORDER BY protocol, nb201_index, seed", self._db)
@@ -123,7 +222,7 @@ class ResultsStore:
             if kind == "bool":
                 frame[name] = frame[name].map(lambda v: None if v is None or pd.isna(v) else bool(v)).astype("boolean")
             elif kind == "list[float]":
-                frame[name] = frame[name].map(lambda text: json.loads(text) if text else [])
+                frame[name] = frame[name].map(lambda text: json.loads(text) if isinstance(text, str) else [])
         return frame
 
     # --- writing (driver only) -------------------------------------------------------------
@@ -142,6 +241,12 @@ class ResultsStore:
         with self._db:  # BEGIN ... COMMIT, rolled back on error
             self._db.execute("BEGIN")
             self._db.executemany(sql, records)
+
+    def write_meta(self, items: dict[str, str]) -> None:
+        """Record run-level facts (one transaction)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(f"INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES (?, ?)", items.items())
 
     def export_parquet(self) -> Path:
         """Rewrite results.parquet atomically from the SQLite table, then copy it to the mirror."""

@@ -166,6 +166,8 @@ def stored_rows(db: Path) -> pd.DataFrame:
     if not db.exists():
         return pd.DataFrame()
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'results'").fetchone():
+            return pd.DataFrame()  # the driver has created the file, not yet the table
         return pd.read_sql_query("SELECT * FROM results", connection)
 
 

@@ -1,0 +1,66 @@
+"""Checks of what a run will use, made before any training: a mistake found after hours is a lost day.
+
+Each check raises a `UserError` subclass whose one-line message names the problem and the fix:
+labels outside the dataset's classes, an unreadable base-LR cache, and per-trial resources that no
+node of the cluster can give (a task asking for them would wait forever).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.errors import UserError
+from pipeline.spec import RunSpec
+
+if TYPE_CHECKING:
+    from pipeline.data import DatasetSplits
+
+
+class ResourceError(UserError):
+    """A trial asks for more than any node of the cluster has."""
+
+
+def check_labels(data: DatasetSplits, data_dir: str) -> None:
+    """Every label of every split lies in 0..num_classes-1 (else every unit would fail, one traceback each)."""
+    from pipeline.data import DataError
+
+    for name, labels in [("train", data.train_y), *((n, y) for n, (_, y) in data.eval.items())]:
+        if len(labels) == 0:
+            continue
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= data.num_classes:
+            raise DataError(
+                f"{data.name} {name} labels in {data_dir} run {low}..{high}, outside 0..{data.num_classes - 1}; "
+                "the files are not this dataset's (check dataset and data_dir), or fetch them again"
+            )
+
+
+def check_base_lr_cache(spec: RunSpec) -> None:
+    """The base-LR cache is read after Ray starts; read it now so a damaged file fails first."""
+    from pipeline.base_lr import read_cache
+
+    if any(p.base_lr == "auto" for p in spec.protocols):
+        read_cache(Path(spec.results_dir) / "base_lr_cache.json")
+
+
+def check_resources(cpus: float, gpus: float, nodes: Iterable[Mapping[str, float]], autoscaling: bool) -> None:
+    """Some node must hold `cpus` CPUs and `gpus` GPUs at once (Ray places a task on one node).
+
+    `nodes`: each alive node's total resources. On an autoscaling cluster a node may still come,
+    so nothing is refused there."""
+    nodes = list(nodes)
+    if autoscaling or any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        return
+    largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+    fix = []
+    if not any(n.get("CPU", 0) >= cpus for n in nodes):
+        fix.append(f"resources.cpus_per_trial <= {max((n.get('CPU', 0) for n in nodes), default=0):g}")
+    if not any(n.get("GPU", 0) >= gpus for n in nodes):
+        fix.append(f"resources.gpus_per_trial <= {max((n.get('GPU', 0) for n in nodes), default=0):g}")
+    raise ResourceError(
+        f"a trial asks for {cpus:g} CPU(s) and {gpus:g} GPU(s) but no node of the cluster has them (largest: "
+        f"{largest.get('CPU', 0):g} CPUs, {largest.get('GPU', 0):g} GPUs over {len(nodes)} node(s)), so it "
+        f"would wait forever; set {' and '.join(fix) or 'smaller resources'} (--set ...) or add such a node"
+    )
