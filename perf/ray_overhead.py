@@ -66,7 +66,8 @@ def main() -> None:
     try:
         data_ref = ray.put(data)
         start = time.perf_counter()
-        outcomes = ray.get([_unit_task.options(num_cpus=1).remote(spec, u, None, data_ref) for u in units])
+        groups = ray.get([_unit_task.options(num_cpus=1).remote(spec, [u], {"nb201": None}, data_ref) for u in units])
+        outcomes = [group[0] for group in groups]
         ray_total = time.perf_counter() - start
     finally:
         shutdown()

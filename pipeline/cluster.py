@@ -198,3 +198,15 @@ def gpus_per_trial(spec: RunSpec) -> float:
 
 
 # --- the sweep -----------------------------------------------------------------------------
+
+
+FUSE_ON_GPU = 8
+"""`resources.fuse: auto` on GPUs: HFTA's range for small models; pending the H200 calibration."""
+
+
+def fuse_size(spec: RunSpec) -> int:
+    """How many units of one cell a task trains as one fused network (`resources.fuse`)."""
+    value = spec.resources.fuse
+    if value == "auto":
+        return FUSE_ON_GPU if gpus_per_trial(spec) > 0 else 1
+    return int(value)

@@ -24,8 +24,8 @@ updating, its loss is masked out with `torch.where`, never multiplied by 0, sinc
 while the others go on. The bookkeeping lives on the device, so a step never syncs and can be
 captured in a CUDA graph (`cuda_graphs=True`).
 
-This module must not import `pipeline.engine` (the engine will import it), so the few device
-helpers it needs are repeated here.
+`train_group(cell, data, cfgs)` is the pipeline's entry: K `TrainConfig`s that differ only in
+init rule, seed and LR in, K `engine.TrainRecord`s out, so each member writes its own row.
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ from torch import nn
 
 from cells import CONV_KERNEL, INIT_RULES, Cell, live_graph
 from cells.classes import INPUT
+from core.config import TrainConfig
 from pipeline.data import DatasetSplits, Normalise, TrainBatches, eval_batches
+from pipeline.engine import TrainRecord, describe_device, native_bf16, resolve_device
 from pipeline.model import BN_MOMENTUM, InferCell, TinyNetwork, build_model, n_params
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp64")
@@ -422,24 +424,6 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU")
-    return resolved
-
-
-def _native_bf16(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def member_batches(data: DatasetSplits, seeds: Sequence[int], **kwargs: Any) -> list[TrainBatches]:
     """One `TrainBatches` per member, its own seed, all sharing one padded copy of the images.
 
@@ -635,11 +619,11 @@ def train_fused(
     # --- device and numerics ---
     if threads is not None:
         torch.set_num_threads(threads)
-    dev = _resolve_device(device)
+    dev = resolve_device(str(device))
     on_cuda = dev.type == "cuda"
     if on_cuda:
         torch.backends.cudnn.benchmark = True
-    bf16 = precision == "bf16" or (precision == "auto" and _native_bf16(dev))
+    bf16 = precision == "bf16" or (precision == "auto" and native_bf16(dev))
     # Autocast's weight cache must be off under CUDA graphs (cached casts would be stale on replay).
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=False) if bf16 else nullcontext()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -731,11 +715,7 @@ def train_fused(
     wall_s = time.perf_counter() - wall_start
     steps_per_member = steps_done.tolist()
     step_table = torch.stack(per_step).cpu().tolist() if per_step else []
-    dev_name = (
-        f"cuda:{dev.index or 0} ({torch.cuda.get_device_name(dev)})"
-        if on_cuda
-        else f"cpu ({torch.get_num_threads()} threads)"
-    )
+    dev_name = describe_device(dev)
     results = []
     for i, m in enumerate(members):
         ok = diverged_epoch[i] is None
@@ -785,3 +765,52 @@ def seen_images(steps: int, steps_per_epoch: int, batch_size: int, n: int) -> in
     """Training images in the first `steps` steps (the last batch of each epoch may be partial)."""
     full, rest = divmod(steps, steps_per_epoch)
     return full * n + min(rest * batch_size, n)
+
+
+FUSABLE_DIFFERENCES = frozenset({"init_rule", "seed", "lr"})
+"""What K fused members may differ in; every other TrainConfig field is shared by the group."""
+
+
+def can_fuse(cfgs: Sequence[TrainConfig]) -> bool:
+    """Whether these trainings of one cell can run as one fused network (no mid-run evaluation, no
+    extra end-of-training pass, a cosine schedule: what `train_fused` implements)."""
+    first = cfgs[0].to_dict()
+    if first.get("eval_every") or first.get("end_train_pass") or first["schedule"] not in SCHEDULES:
+        return False
+    return all(
+        all(value == first[name] for name, value in cfg.to_dict().items() if name not in FUSABLE_DIFFERENCES)
+        for cfg in cfgs[1:]
+    )
+
+
+def train_group(cell: Cell | str, data: DatasetSplits, cfgs: Sequence[TrainConfig]) -> list[TrainRecord]:
+    """K trainings of `cell` that differ only in init rule, seed and LR, as one fused network.
+
+    One `TrainRecord` per config, in order, as `engine.train` would return it (its own config,
+    status, curves and accuracies; device and timings are the group's)."""
+    if not cfgs or not can_fuse(cfgs):
+        raise ValueError(f"fused members may differ only in {', '.join(sorted(FUSABLE_DIFFERENCES))}")
+    base = cfgs[0]
+    results = train_fused(
+        cell,
+        data,
+        [Member(cfg.init_rule, cfg.seed, cfg.lr) for cfg in cfgs],
+        width=base.width,
+        cells_per_stage=base.cells_per_stage,
+        epochs=base.epochs,
+        batch_size=base.batch_size,
+        weight_decay=base.weight_decay,
+        momentum=base.momentum,
+        nesterov=base.nesterov,
+        schedule=base.schedule,
+        device=base.device,
+        precision=base.precision,
+        channels_last=base.channels_last,
+        threads=base.threads,
+        eval_batch_size=base.eval_batch_size,
+    )
+    shared = {f.name for f in fields(TrainRecord)} - {"config"}
+    return [
+        TrainRecord(config=cfg, **{name: getattr(result, name) for name in shared if hasattr(result, name)})
+        for cfg, result in zip(cfgs, results, strict=True)
+    ]

@@ -31,6 +31,7 @@ from pipeline.cluster import (
     check_address,
     check_resources,
     connect,
+    fuse_size,
     gpus_per_trial,
     job_path_warnings,
     placement,
@@ -52,16 +53,19 @@ from pipeline.store import (
     make_run_dir,
     point_latest,
 )
-from pipeline.units import Todo, Unit, remaining
-from pipeline.worker import no_path_row, run_unit, unit_rows
+from pipeline.units import Todo, Unit, fused_groups, remaining
+from pipeline.worker import no_path_row, run_group, unit_rows
 
 
 @ray.remote
-def _unit_task(spec: RunSpec, unit: Unit, base_lr: float | None, data: Any) -> dict:
-    outcome = run_unit(spec, unit, base_lr, data, task_device(spec.device))
-    outcome["device"] = "; ".join(part for part in (outcome.get("device"), placement()) if part)
-    outcome["ray_attempt"] = task_attempt()  # Ray's retries of this task, counted in `attempts`
-    return outcome
+def _unit_task(spec: RunSpec, units: list[Unit], base_lrs: dict[str, float | None], data: Any) -> list[dict]:
+    """Train a group of units of one cell (one fused network when it has several); one outcome each."""
+    where, attempt = placement(), task_attempt()  # Ray's retries of this task are counted in `attempts`
+    outcomes = run_group(spec, units, base_lrs, data, task_device(spec.device))
+    for outcome in outcomes:
+        outcome["device"] = "; ".join(part for part in (outcome.get("device"), where) if part)
+        outcome["ray_attempt"] = attempt
+    return outcomes
 
 
 @dataclass
@@ -106,46 +110,44 @@ def drain(
     """Train `todo.train` through Ray tasks (a bounded window in flight), writing each unit's rows as
     it lands; re-exports the Parquet table every `EXPORT_EVERY_S`. `attempts` counts every run of a
     unit: earlier driver attempts, this one, and Ray's own retries of its task."""
-    gpus = gpus_per_trial(spec)
+    k = fuse_size(spec)
+    gpus = min(1.0, k * gpus_per_trial(spec))
     task = _unit_task.options(num_cpus=spec.resources.cpus_per_trial, num_gpus=gpus, max_retries=RAY_RETRIES)
     slots = max(1, int(ray.available_resources().get("CPU", 1) // spec.resources.cpus_per_trial))
     window = max(4, 2 * slots)
     progress = Progress(total=len(todo.train))
-    pending: dict[Any, tuple[Unit, int]] = {}
-    queue = list(todo.train)
+    pending: dict[Any, list[tuple[Unit, int]]] = {}
+    queue = fused_groups(todo.train, k)
     last_export = time.monotonic()
     while queue or pending:
         while queue and len(pending) < window:
-            unit, attempts = queue.pop(0)
-            pending[task.remote(spec, unit, base_lrs[unit.protocol.name], data_ref)] = (unit, attempts)
+            group = queue.pop(0)
+            pending[task.remote(spec, [unit for unit, _ in group], base_lrs, data_ref)] = group
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=30.0)
         if not ready:
             log(progress.line(min(len(pending), slots)))
             continue
         for ref in ready:
-            unit, attempts = pending.pop(ref)
+            group = pending.pop(ref)
             try:
-                outcome = ray.get(ref)
+                outcomes = ray.get(ref)
             except ray.exceptions.RayError as error:  # retries exhausted: worker died every time
-                outcome = {
-                    "lr": unit.lr(base_lrs),
-                    "status": "failed",
-                    "error": f"{type(error).__name__}: {str(error).splitlines()[0]}",
-                    "ray_attempt": RAY_RETRIES,
-                }
-            tries = attempts + 1 + int(outcome.pop("ray_attempt", 0) or 0)
-            rows = unit_rows(spec, unit, base_lrs[unit.protocol.name], outcome, tries)
-            store.write(_stamped(rows, fingerprint))
-            progress.done += 1
-            progress.failed += outcome["status"] == "failed"
-            progress.images += spec.epochs * n_train if outcome["status"] == "ok" else 0
-            accuracy = outcome.get("test_acc") if outcome.get("test_acc") is not None else outcome.get("valid_acc")
-            shown = f"{accuracy:.2f}%" if accuracy is not None else "-"
-            log(
-                f"{outcome['status']:>8} {unit.protocol.name:<8} cell {unit.cell:>5} seed {unit.seed} "
-                f"lr {outcome['lr']:.4g} acc {shown} ({outcome.get('wall_s') or 0:.0f}s)  "
-                + progress.line(min(len(pending) + len(queue), slots))
-            )
+                failure = {"status": "failed", "error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
+                outcomes = [dict(failure, lr=unit.lr(base_lrs), ray_attempt=RAY_RETRIES) for unit, _ in group]
+            for (unit, attempts), outcome in zip(group, outcomes, strict=True):
+                tries = attempts + 1 + int(outcome.pop("ray_attempt", 0) or 0)
+                rows = unit_rows(spec, unit, base_lrs[unit.protocol.name], outcome, tries)
+                store.write(_stamped(rows, fingerprint))
+                progress.done += 1
+                progress.failed += outcome["status"] == "failed"
+                progress.images += spec.epochs * n_train if outcome["status"] == "ok" else 0
+                accuracy = outcome.get("test_acc") if outcome.get("test_acc") is not None else outcome.get("valid_acc")
+                shown = f"{accuracy:.2f}%" if accuracy is not None else "-"
+                log(
+                    f"{outcome['status']:>8} {unit.protocol.name:<8} cell {unit.cell:>5} seed {unit.seed} "
+                    f"lr {outcome['lr']:.4g} acc {shown} ({outcome.get('wall_s') or 0:.0f}s)  "
+                    + progress.line(min(len(pending) + len(queue), slots))
+                )
         if time.monotonic() - last_export > EXPORT_EVERY_S:
             try:
                 store.export_parquet()
