@@ -3,8 +3,9 @@
 For each protocol: re-evaluated vs published (mean/median change, τ-b, ρ, τ@K, top-k overlap,
 biggest movers); between protocols (the paper's "scaled over nb201"); and the two yardsticks a
 τ must be read against: the seed-noise ceiling (τ between NB201's own seeds, and between ours)
-and the bar any cheap proxy must clear (τ of NB201's own 12-epoch results vs its 200-epoch ones).
-Yardsticks are computed on the same cells as the comparison, because τ depends on the cell set.
+and the bar any cheap proxy must clear (τ of NB201's own 12-epoch results vs its 200-epoch ones),
+plus the floor any training must clear (τ of the parameter count and of the MACs alone). Yardsticks
+are computed on the same cells as the comparison, because τ depends on the cell set.
 """
 
 from __future__ import annotations
@@ -12,16 +13,26 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from analysis import stats
 from analysis.runs import COMPARED_METRICS, REFERENCE_EPOCHS, RunData, series
 from benchmarks import Reference, column_name
+from cells import cell_at, network_params
+from cells.cost import network_macs
+from core.datasets import DATASETS
+from core.shape import NetShape
 
 BASELINE = "nb201"
-"""The protocol NB201 itself used (Kaiming init, LR 0.1); gains are measured over it."""
+"""The protocol NB201 itself used (PyTorch's default init, LR 0.1); gains are measured over it."""
+FLOORS: dict[str, str] = {"params": "params vs published", "MACs": "MACs vs published"}
+"""Cost columns that rank cells with no training at all: the floor a trained proxy must beat."""
+DEFAULT_INITS: tuple[str, ...] = ("torch-default",)
+"""Init rules the ablation counts as "default init" (NB201's); `arch-*` are "arch init"."""
 PAPER_GAIN: dict[str, float] = {"cifar10": 0.44, "cifar100": 1.24, "imagenet16_120": 2.09}
 """Mean test-accuracy gain over NB201 the paper states (§4.3; digest §4.2); split not stated."""
 NOISE_PROXY: dict[tuple[str, str], tuple[str, str]] = {
@@ -71,6 +82,12 @@ class MetricComparison:
     """Empty, or the metric whose seed noise stands in (e.g. `cifar10-valid valid`) for this one."""
     bar_label: str
     scale: dict[str, list[int]]
+    floor_shape: str = ""
+    """The network shape the params/MACs floor was counted at."""
+    ablation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """The init x LR 2x2 (`ablation_table`); empty unless the run has one protocol per quadrant."""
+    chance: dict[str, int] = field(default_factory=dict)
+    """Per protocol, diverged trials scored at chance accuracy."""
     findings: list[str] = field(default_factory=list)
 
 
@@ -131,6 +148,8 @@ def _compare_metric(
     curves.append(_our_noise(run, dataset, metric, published, settings))
     bar, bar_label = _bar(dataset, metric, reference, bar_reference, compared, settings)
     curves.append(bar)
+    shape = _net_shape(run.trials, dataset, _configured_image_size(run.run_dir))
+    curves.append(floor_curves(published.reindex(compared), shape, settings))
     curves = pd.concat([c for c in curves if not c.empty], ignore_index=True)
 
     comparison = MetricComparison(
@@ -151,12 +170,118 @@ def _compare_metric(
         noise_proxy=noise_proxy,
         bar_label=bar_label,
         scale=_scale(run.trials, dataset),
+        floor_shape=shape.describe(),
+        ablation=ablation_table(ours, run.trials[run.trials["dataset"] == dataset], protocol_curves, settings),
+        chance=_chance_counts(run.trials, dataset),
     )
     comparison.findings = findings(comparison)
     return comparison
 
 
 # --- the pieces -----------------------------------------------------------------------------
+
+
+def _net_shape(trials: pd.DataFrame, dataset: str, image_size: int | None = None) -> NetShape:
+    """The network the run trained (its first width / cells per stage), at its input size (the
+    config's `image_size`, else the dataset's)."""
+    rows = trials[trials["dataset"] == dataset]
+    info = DATASETS[dataset]
+
+    def first(column: str, default: int) -> int:
+        values = rows[column].dropna() if column in rows else pd.Series(dtype=float)
+        return int(values.iloc[0]) if len(values) else default
+
+    return NetShape(first("width", 16), first("cells_per_stage", 5), image_size or info.image_size, info.num_classes)
+
+
+def _configured_image_size(run_dir: Path) -> int | None:
+    """`image_size` from the run's spec.yaml (a reduced input resolution), if it says one."""
+    try:
+        spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    value = spec.get("image_size") if isinstance(spec, dict) else None
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def cost_columns(cells: pd.Index, shape: NetShape) -> dict[str, pd.Series]:
+    """Parameter count and MACs of each cell's network at `shape`, as NB201 counts them (every edge)."""
+    nets = {int(i): cell_at(int(i)) for i in cells}
+    return {
+        "params": pd.Series({i: float(network_params(c, shape)) for i, c in nets.items()}, dtype=np.float64),
+        "MACs": pd.Series({i: float(network_macs(c, shape)) for i, c in nets.items()}, dtype=np.float64),
+    }
+
+
+def floor_curves(published: pd.Series, shape: NetShape, settings: Settings) -> pd.DataFrame:
+    """τ@K of each cost column against the published accuracy, on the given (compared) cells."""
+    published = published.dropna()
+    if published.empty:
+        return pd.DataFrame()
+    parts = [
+        _curve(
+            stats.tau_at_k(published, cost, published, settings.ks, settings.n_resamples, settings.seed),
+            FLOORS[name],
+            "floor",
+        )
+        for name, cost in cost_columns(published.index, shape).items()
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _chance_counts(trials: pd.DataFrame, dataset: str) -> dict[str, int]:
+    if "at_chance" not in trials:
+        return {}
+    rows = trials[(trials["dataset"] == dataset) & trials["at_chance"]]
+    return {str(p): int(n) for p, n in rows.groupby("protocol").size().items()}
+
+
+def _quadrant(protocol_rows: pd.DataFrame) -> tuple[str, str] | None:
+    """(init, LR) quadrant of one protocol's trials: default/arch init x fixed/scaled LR."""
+    inits = set(protocol_rows["init_rule"].dropna())
+    rules = set(protocol_rows["lr_rule"].dropna()) if "lr_rule" in protocol_rows else set()
+    if len(inits) != 1:
+        return None
+    (init,) = inits
+    if init in DEFAULT_INITS:
+        side = "default init"
+    elif str(init).startswith("arch"):
+        side = "arch init"
+    else:
+        return None
+    return side, ("scaled LR" if rules else "fixed LR")
+
+
+def ablation_table(
+    ours: dict[str, pd.Series], trials: pd.DataFrame, curves: pd.DataFrame, settings: Settings
+) -> pd.DataFrame:
+    """The init x LR 2x2: per quadrant its protocol, the mean gain over the default-init fixed-LR
+    protocol (the `nb201` cell), and τ vs published. Empty unless each quadrant has exactly one protocol."""
+    if "init_rule" not in trials:
+        return pd.DataFrame()
+    quadrants: dict[tuple[str, str], list[str]] = {}
+    for protocol in ours:
+        q = _quadrant(trials[trials["protocol"] == protocol])
+        if q is not None:
+            quadrants.setdefault(q, []).append(protocol)
+    wanted = [(i, lr) for i in ("default init", "arch init") for lr in ("fixed LR", "scaled LR")]
+    if any(len(quadrants.get(q, [])) != 1 for q in wanted):
+        return pd.DataFrame()
+    base = quadrants[("default init", "fixed LR")][0]
+    rows = []
+    for init, lr in wanted:
+        (protocol,) = quadrants[(init, lr)]
+        rows.append(
+            {
+                "init": init,
+                "lr": lr,
+                "protocol": protocol,
+                "baseline": base,
+                "gain": stats.change(ours[protocol], ours[base], "mean", settings.n_resamples, settings.seed),
+                "tau": _overall(curves, f"{protocol} vs published"),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def _overall(curves: pd.DataFrame, curve: str) -> stats.Estimate:
@@ -389,6 +514,15 @@ def _tau_sentence(name: str, est: pd.Series, comparison: MetricComparison, k: fl
             parts.append(f"above the seed-noise ceiling ({seeds}): it agrees as well as a re-run seed would")
         else:
             parts.append(f"within the seed-noise range ({seeds}): a re-ranking beyond seed noise is not shown")
+    floor = curve_at(comparison.curves, "floor", k, FLOORS["params"])
+    if not floor.empty:
+        f = floor.iloc[0]
+        if est["high"] < f["tau"]:
+            parts.append(f"below the parameter-count floor (τ {f['tau']:.3f}): counting parameters ranks better")
+        elif est["low"] > f["tau"]:
+            parts.append(f"above the parameter-count floor (τ {f['tau']:.3f})")
+        else:
+            parts.append(f"indistinguishable from the parameter-count floor (τ {f['tau']:.3f})")
     bar = curve_at(comparison.curves, "12-epoch bar", k)
     if not bar.empty:
         b = bar.iloc[0]
@@ -421,9 +555,18 @@ def findings(comparison: MetricComparison) -> list[str]:
             "mostly measure that difference, not the protocol; the rank comparisons and the comparison between "
             "protocols trained at the same budget are the meaningful ones."
         )
+    if comparison.chance:
+        counts = ", ".join(f"{p} {n}" for p, n in sorted(comparison.chance.items()))
+        out.append(
+            f"Diverged trials are scored at chance ({100 / DATASETS[comparison.dataset].num_classes:.3g}%) in every "
+            f"statistic below: {counts} (`--diverged drop` leaves them out instead)."
+        )
     summary = comparison.summary
     if summary.empty or summary["cells"].max() == 0:
         return [*out, "No cell has both a kept result and a published value, so nothing can be compared."]
+    gate = fidelity_gate(comparison)
+    if gate:
+        out.append(gate)
     for _, row in summary.iterrows():
         protocol = row["protocol"]
         for k in (100, 10):
@@ -436,6 +579,26 @@ def findings(comparison: MetricComparison) -> list[str]:
     for _, pair in comparison.pairs.iterrows():
         out.append(_gain_sentence(pair, comparison))
     return out
+
+
+def fidelity_gate(comparison: MetricComparison) -> str:
+    """Whether the proxy ranks architectures at all: NB201's own protocol against the parameter count."""
+    base = curve_at(comparison.curves, "protocol", 100, f"{BASELINE} vs published")
+    floor = curve_at(comparison.curves, "floor", 100, FLOORS["params"])
+    if base.empty or floor.empty:
+        return ""
+    b, f = base.iloc[0], floor.iloc[0]
+    if b["tau"] < f["tau"]:
+        return (
+            f"Fidelity gate: not passed. `{BASELINE}` (NB201's own recipe) reaches τ {b['tau']:.3f} against the "
+            f"published ranking, below the τ {f['tau']:.3f} of simply counting parameters on the same cells: this "
+            "proxy does not rank architectures, so differences between protocols at this budget are about the "
+            "proxy, not about NB201's ranking."
+        )
+    return (
+        f"Fidelity gate: passed. `{BASELINE}` reaches τ {b['tau']:.3f} against the published ranking, at or above "
+        f"the parameter-count τ {f['tau']:.3f} on the same cells."
+    )
 
 
 def _gain_sentence(pair: pd.Series, comparison: MetricComparison) -> str:

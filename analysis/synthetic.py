@@ -17,8 +17,10 @@ from benchmarks import Reference
 from core.rows import COLUMNS, arrow_schema, to_record
 
 PROTOCOLS = {
-    "nb201": {"init_rule": "kaiming", "lr_rule": None, "shift": 0.0},
+    "nb201": {"init_rule": "torch-default", "lr_rule": None, "shift": 0.0},
     "scaled": {"init_rule": "arch-source", "lr_rule": "official", "shift": 0.8},
+    "arch-init": {"init_rule": "arch-source", "lr_rule": None, "shift": 0.2},
+    "scaled-lr": {"init_rule": "torch-default", "lr_rule": "official", "shift": 0.5},
 }
 """Protocols as the pipeline writes them (`core.rows.TrialRow`'s init_rule / lr_rule values)."""
 

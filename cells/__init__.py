@@ -8,6 +8,7 @@ from cells.classes import class_key, edge_correspondence, live_graph, nb201_uniq
 from cells.paths import in_degrees, network_params, paths, sum_depth_cubed
 from cells.rules import (
     BASE_CELL,
+    DEGREE_FREE_RULES,
     INIT_RULES,
     LR_RULES,
     ReductionDegrees,
@@ -23,6 +24,7 @@ from cells.space import N_CELLS, all_cells, cell_at, index_of
 __all__ = [
     "BASE_CELL",
     "CONV_KERNEL",
+    "DEGREE_FREE_RULES",
     "EDGES",
     "INIT_RULES",
     "LR_RULES",

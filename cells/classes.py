@@ -27,7 +27,7 @@ from functools import cache
 
 from cells.cell import CONV_KERNEL, EDGES, N_NODES, Cell
 from cells.paths import OUTPUT
-from cells.rules import edge_init_degrees
+from cells.rules import DEGREE_FREE_RULES, edge_init_degrees
 
 INPUT = 0
 ZERO = -1
@@ -117,14 +117,15 @@ def _labellings(graph: LiveGraph, degrees: tuple[int, ...] | None) -> list[tuple
 
 
 def _canonical(cell: Cell, init_rule: str) -> tuple[str, list[int]]:
-    degrees = None if init_rule == "kaiming" else edge_init_degrees(cell, init_rule)
+    degrees = None if init_rule in DEGREE_FREE_RULES else edge_init_degrees(cell, init_rule)
     return min(_labellings(live_graph(cell), degrees))
 
 
 @cache
 def class_key(cell: Cell, init_rule: str = "kaiming") -> str:
     """Key of the cell's class. Under an arch-aware init rule the live convs' degrees join it,
-    so that members also share their init (dead `bias` edges' weights never matter)."""
+    so that members also share their init (dead `bias` edges' weights never matter); the
+    degree-free rules (`torch-default`, `kaiming`) share one key."""
     return _canonical(cell, init_rule)[0]
 
 

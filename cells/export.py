@@ -18,6 +18,16 @@ PARAM_FILES: dict[str, int] = {d.files: d.num_classes for d in DATASETS.values()
 """Parameter counts differ by classifier only: one column per dataset's files (NB201's `params_m_*`)."""
 
 
+def class_column(init_rule: str) -> str:
+    """The export column of a rule's class ids: `class_id` (He-normal, `kaiming`), else `class_id_<rule>`.
+    The degree-free rules' columns are equal (`cells.rules.DEGREE_FREE_RULES`)."""
+    return "class_id" if init_rule == "kaiming" else "class_id_" + init_rule.replace("-", "_")
+
+
+def representative_column(init_rule: str) -> str:
+    return class_column(init_rule).replace("class_id", "representative")
+
+
 def cell_row(index: int, cell: Cell) -> dict[str, object]:
     """Statistics of one cell (class ids are filled in by `cells_table`)."""
     cell_paths = paths(cell)
@@ -64,10 +74,9 @@ def cells_table() -> pd.DataFrame:
     cells = all_cells()
     table = pd.DataFrame([cell_row(i, c) for i, c in enumerate(cells)])
     for rule in INIT_RULES:
-        suffix = "" if rule == "kaiming" else "_" + rule.replace("-", "_")
         ids, reps = _class_ids([class_key(c, rule) for c in cells])
-        table[f"class_id{suffix}"] = ids
-        table[f"representative{suffix}"] = reps
+        table[class_column(rule)] = ids
+        table[representative_column(rule)] = reps
     table["nb201_class_id"], _ = _class_ids([nb201_unique_str(c) for c in cells])
     table["lr_factor"] = table["lr_factor"].astype("Float64")
     table["lr_factor_kernel"] = table["lr_factor_kernel"].astype("Float64")

@@ -14,7 +14,11 @@ from cells.cell import EDGES, Cell
 from cells.paths import in_degrees, paths, sum_depth_cubed
 
 LR_RULES: tuple[str, ...] = ("official", "kernel")
-INIT_RULES: tuple[str, ...] = ("kaiming", "arch-source", "arch-target")
+INIT_RULES: tuple[str, ...] = ("torch-default", "kaiming", "arch-source", "arch-target")
+DEGREE_FREE_RULES: tuple[str, ...] = ("torch-default", "kaiming")
+"""Init rules that ignore the graph: every conv's degree is 1, so their isomorphism classes coincide.
+`torch-default` is NB201's own (its training code never calls an init: PyTorch's layer defaults);
+`kaiming` is He-normal fan_in."""
 
 BASE_CELL = Cell.from_official_code("1_01_001")
 """The shallowest network: identity cells (a skip chain), Σ L^3 = 1 (digest 3.4)."""
@@ -82,14 +86,14 @@ class ReductionDegrees:
 def edge_init_degrees(cell: Cell, rule: str) -> tuple[int, ...]:
     """Per edge, the degree d in Var(W) = 2 / (fan_in · d); 1 on weightless edges' slots too.
 
-    `kaiming`: d = 1 (NB201's He-normal fan_in).
+    `torch-default`, `kaiming`: d = 1 (no degree; the distribution itself is pipeline.model's).
     `arch-source`: d = in-degree of the edge's source node (the official code, literal Eq. 4).
     `arch-target`: d = in-degree of the edge's target node (appendix Eq. 11-12).
     In-degrees count non-`none` edges, node 0 counts 1, and d is at least 1.
     """
     if rule not in INIT_RULES:
         raise ValueError(f"unknown init rule {rule!r}; expected one of {', '.join(INIT_RULES)}")
-    if rule == "kaiming":
+    if rule in DEGREE_FREE_RULES:
         return (1,) * len(EDGES)
     degrees = in_degrees(cell)
     end = 0 if rule == "arch-source" else 1
@@ -105,6 +109,6 @@ def reduction_init_degrees(rule: str) -> ReductionDegrees:
     """Reduction-block degrees: the official code's (2, 1, 2) under either arch rule (digest 2.4)."""
     if rule not in INIT_RULES:
         raise ValueError(f"unknown init rule {rule!r}; expected one of {', '.join(INIT_RULES)}")
-    if rule == "kaiming":
+    if rule in DEGREE_FREE_RULES:
         return ReductionDegrees(1, 1, 1)
     return ReductionDegrees(conv_a=2, conv_b=1, downsample=2)

@@ -1,7 +1,8 @@
 """TrainConfig: every setting of one training, in one value that the engine reads and the row keeps.
 
-Defaults are NB201's 200-epoch recipe (digest §4.1b): SGD with Nesterov momentum 0.9, weight
-decay 5e-4 on every parameter, batch 256, LR 0.1, cosine to 0 with no warm-up. `lr` is the peak
+Defaults are NB201's 200-epoch recipe (digest §4.1b): PyTorch's default init, SGD with Nesterov
+momentum 0.9, weight decay 5e-4 on every parameter, batch 256, LR 0.1, cosine to 0 with no warm-up,
+updated once per epoch (AutoDL's `CosineAnnealingLR` reads only the epoch). `lr` is the peak
 (initial) LR of this training, already scaled by the caller when the protocol scales it.
 """
 
@@ -14,8 +15,9 @@ from typing import Any
 from core.errors import UserError
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
-SCHEDULES: tuple[str, ...] = ("epoch", "step")
-"""Cosine updated once per epoch (NB201's and the official code's) or at every step."""
+SCHEDULES: tuple[str, ...] = ("epoch", "step", "constant")
+"""Cosine updated once per epoch (NB201's and the official code's; the default), cosine updated at
+every step, or a constant LR (the base-LR finder's one-epoch trials, paper §4)."""
 
 
 class ConfigError(UserError):
@@ -28,7 +30,7 @@ class TrainConfig:
 
     width: int = 16
     cells_per_stage: int = 5
-    init_rule: str = "kaiming"
+    init_rule: str = "torch-default"
     lr: float = 0.1
     epochs: int = 200
     batch_size: int = 256
@@ -36,12 +38,17 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = True
-    schedule: str = "step"
+    schedule: str = "epoch"
     precision: str = "auto"
     device: str = "auto"
     threads: int | None = None
     channels_last: bool = True
     eval_batch_size: int = 1024
+    eval_every: int = 0
+    """Also evaluate every k epochs (learning curves); 0 = only after the last epoch."""
+    end_train_pass: bool = False
+    """After the last epoch, one more pass over the training split with the final weights, no update:
+    `TrainRecord.end_train_loss` (the base-LR finder's score)."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
@@ -50,6 +57,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.eval_every, int) and self.eval_every >= 0):
+            raise ConfigError(f"eval_every must be an integer >= 0 (0 = off), got {self.eval_every!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1, got {self.threads}")
         if self.precision not in PRECISIONS:
@@ -58,7 +67,12 @@ class TrainConfig:
             raise ConfigError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
 
     def lr_at(self, epoch: int, step: int, steps_per_epoch: int) -> float:
-        """The LR of step `step` (0-based, counted over the run), in 0-based `epoch`."""
+        """The LR of step `step` (0-based, counted over the run), in 0-based `epoch`.
+
+        `epoch`: lr_e = lr·(1 + cos(π·e/E))/2 for the whole epoch e = 0..E-1 (AutoDL, official code);
+        `step`: the same cosine over steps; `constant`: lr throughout."""
+        if self.schedule == "constant":
+            return self.lr
         if self.schedule == "epoch":
             return cosine(self.lr, epoch, self.epochs)
         return cosine(self.lr, step, self.epochs * steps_per_epoch)

@@ -58,12 +58,22 @@ class TrialRow:
     train_loss: list[float] | None = column("mean training loss per epoch")
     train_acc_curve: list[float] | None = column("training top-1 (%) per epoch")
     diverged_epoch: int | None = column("1-based epoch whose loss became non-finite")
+    eval_epochs: list[float] | None = column(
+        "1-based epochs of the learning curve (`eval_every` > 0; always ends with the last epoch); null when off"
+    )
+    valid_acc_curve: list[float] | None = column("top-1 (%) on the valid split at each of `eval_epochs`")
+    test_acc_curve: list[float] | None = column("top-1 (%) on the test split at each of `eval_epochs`")
     # --- how it was trained ---
-    init_rule: str = column("`kaiming`, `arch-source` or `arch-target`", default="kaiming")
+    init_rule: str = column(
+        "`torch-default` (PyTorch's layer defaults, NB201's), `kaiming` (He-normal), `arch-source` or `arch-target`",
+        default="torch-default",
+    )
     lr_rule: str | None = column("`official`, `kernel`, or null for a fixed LR")
     base_lr: float | None = column("base LR the scaled LR came from (null for fixed)")
     lr: float | None = column("the LR actually used (peak of the cosine schedule)")
-    lr_schedule: str | None = column("`epoch` (cosine constant within an epoch, NB201's) or `step` (per step)")
+    lr_schedule: str | None = column(
+        "`epoch` (cosine constant within an epoch, NB201's), `step` (cosine per step) or `constant`"
+    )
     width: int = column("channels C of the first stage", default=16)
     cells_per_stage: int = column("cells N per stage", default=5)
     epochs: int = column("training epochs", default=200)
@@ -75,6 +85,7 @@ class TrialRow:
     steps: int | None = column("optimizer steps taken")
     n_train: int | None = column("training images")
     n_params: int | None = column("parameters of the trained network")
+    fused_k: int | None = column("models trained together as one fused network (pipeline/fused.py); null = alone")
     # --- provenance and cost ---
     attempts: int = column("how many times the driver ran this unit (Ray's own task retries included)", default=0)
     wall_s: float | None = column("seconds for the whole trial (build, train, eval)")

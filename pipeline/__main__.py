@@ -48,10 +48,15 @@ def add_train_command(subparsers: Any) -> None:
     lr.add_argument("--lr", type=float, help="peak learning rate (default 0.1, NB201's)")
     lr.add_argument("--base-lr", type=float, help="base LR, scaled for this cell by --lr-rule")
     p.add_argument("--lr-rule", choices=LR_RULES, default="official", help="scaling rule used with --base-lr")
-    p.add_argument("--init", choices=INIT_RULES, default="kaiming")
+    p.add_argument("--init", choices=INIT_RULES, default="torch-default", help="init rule (NB201's: torch-default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--schedule", choices=SCHEDULES, default="step", help="cosine updated per epoch or per step")
+    p.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default="epoch",
+        help="cosine updated per epoch (NB201's), per step, or constant",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--precision",

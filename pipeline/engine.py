@@ -2,12 +2,14 @@
 
 Read top to bottom: pick the device, build the model (dead edges pruned, see model.py), put the
 whole training split on the device, then a plain loop of SGD steps with a cosine LR, and
-finally a top-1 evaluation over all classes on every eval split.
+finally a top-1 evaluation over all classes on every eval split (also every `cfg.eval_every`
+epochs, for learning curves).
 
 Protocol (`core.TrainConfig`; defaults are NB201's 200-epoch config, digest §4.1b): SGD with
 Nesterov momentum 0.9, weight decay 5e-4 on every parameter, one LR for all parameters (one param
 group, as the official code), batch 256 with the last partial batch kept, cosine from the peak LR
-to 0 (per epoch or per step, `cfg.schedule`), no warm-up, cross-entropy, crop+flip augmentation.
+to 0 updated once per epoch (NB201's; per step or constant via `cfg.schedule`), no warm-up,
+cross-entropy, crop+flip augmentation; init `cfg.init_rule` (NB201's: `torch-default`).
 
 Numerics: channels_last everywhere; bf16 autocast wherever the hardware runs it natively (CUDA;
 CPUs with oneDNN bf16 support, where it measured 1.3-2x faster than fp32 with the same training
@@ -59,6 +61,11 @@ class TrainRecord:
     `eval_acc`/`eval_loss` map each eval split ('valid', 'test') to its final value, None when
     the run diverged. `diverged_epoch` is the 1-based epoch whose loss became non-finite.
     `images_per_s` counts training images over the training loop alone (no eval, no setup).
+    `eval_epochs` / `eval_curve` (split -> top-1 per listed epoch) hold the learning curve of
+    `cfg.eval_every`, always ending with the final epoch; empty when it is 0.
+    `end_train_loss`: with `cfg.end_train_pass`, the mean CE of the final weights over one more
+    seeded, augmented pass of the training split in train mode, without updates (see
+    `end_of_training_loss`); None otherwise or when the run diverged.
     """
 
     config: TrainConfig
@@ -80,6 +87,9 @@ class TrainRecord:
     train_s: float
     eval_s: float
     images_per_s: float
+    eval_epochs: tuple[int, ...] = ()
+    eval_curve: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    end_train_loss: float | None = None
     torch_version: str = field(default_factory=lambda: torch.__version__)
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,6 +167,28 @@ def evaluate(
     return 100.0 * correct.item() / n, loss_sum.item() / n
 
 
+@torch.no_grad()
+def end_of_training_loss(model: TinyNetwork, batches: TrainBatches, autocast: Any) -> float:
+    """Mean cross-entropy of the final weights over one full pass of the training split.
+
+    "The training loss at the end of one epoch" (paper §4) read literally: the loss of the weights
+    the epoch ends with, on the whole training set, not the running mean over the epoch (that mean
+    rewards fast early progress and mixes in every LR the epoch went through). Train mode, so BN
+    normalises with batch statistics exactly as during training, and the same seeded augmentation
+    as a training epoch; no gradient, no update (BN running stats move, but the network is thrown
+    away). Costs one forward pass over the split (about a third of a training epoch).
+    """
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=batches.device)
+    seen = 0
+    for x, y in batches.epoch():
+        with autocast:
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        seen += len(y)
+    return loss_sum.item() / max(1, seen)
+
+
 def train(
     cell: Cell | str,
     data: DatasetSplits,
@@ -220,6 +252,25 @@ def train(
     )
     check_every = DIVERGENCE_CHECK_EVERY if on_cuda else 1
 
+    def evaluate_all() -> tuple[dict[str, float], dict[str, float]]:
+        accs, losses = {}, {}
+        for name, (x, y) in eval_sets.items():
+            accs[name], losses[name] = evaluate(
+                model,
+                x,
+                y,
+                batch_size=cfg.eval_batch_size,
+                normalise=batches.normalise,
+                device=dev,
+                channels_last=cfg.channels_last,
+                autocast=autocast,
+            )
+        return accs, losses
+
+    eval_epochs: list[int] = []
+    eval_curve: dict[str, list[float]] = {name: [] for name in eval_sets}
+    eval_time = 0.0
+
     # --- training loop ---
     train_loss: list[float] = []
     train_acc: list[float] = []
@@ -256,27 +307,29 @@ def train(
         if not math.isfinite(train_loss[-1]):
             diverged_epoch = epoch + 1
             break
-    train_s = time.perf_counter() - train_start
+        if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
+            start = time.perf_counter()
+            accs, _ = evaluate_all()
+            eval_time += time.perf_counter() - start
+            eval_epochs.append(epoch + 1)
+            for name, acc in accs.items():
+                eval_curve[name].append(acc)
+    train_s = time.perf_counter() - train_start - eval_time
 
-    # --- evaluation: top-1 over all classes, every eval split ---
+    # --- evaluation: top-1 over all classes, every eval split; the finder's end-of-training loss ---
     eval_start = time.perf_counter()
-    eval_acc: dict[str, float | None] = {}
-    eval_loss: dict[str, float | None] = {}
-    for name, (x, y) in eval_sets.items():
-        if diverged_epoch is not None:
-            eval_acc[name] = eval_loss[name] = None
-            continue
-        eval_acc[name], eval_loss[name] = evaluate(
-            model,
-            x,
-            y,
-            batch_size=cfg.eval_batch_size,
-            normalise=batches.normalise,
-            device=dev,
-            channels_last=cfg.channels_last,
-            autocast=autocast,
-        )
-    eval_s = time.perf_counter() - eval_start
+    eval_acc: dict[str, float | None] = dict.fromkeys(eval_sets)
+    eval_loss: dict[str, float | None] = dict.fromkeys(eval_sets)
+    end_train_loss: float | None = None
+    if diverged_epoch is None:
+        eval_acc, eval_loss = evaluate_all()  # type: ignore[assignment]
+        if cfg.eval_every:
+            eval_epochs.append(cfg.epochs)
+            for name, acc in eval_acc.items():
+                eval_curve[name].append(acc)  # type: ignore[arg-type]
+        if cfg.end_train_pass:
+            end_train_loss = end_of_training_loss(model, batches, autocast)
+    eval_s = time.perf_counter() - eval_start + eval_time
 
     return TrainRecord(
         config=cfg,
@@ -298,4 +351,7 @@ def train(
         train_s=train_s,
         eval_s=eval_s,
         images_per_s=images / train_s if train_s > 0 else 0.0,
+        eval_epochs=tuple(eval_epochs),
+        eval_curve={name: tuple(values) for name, values in eval_curve.items()} if cfg.eval_every else {},
+        end_train_loss=end_train_loss,
     )

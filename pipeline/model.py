@@ -21,6 +21,8 @@ from torch import nn
 
 from cells import (
     CONV_KERNEL,
+    DEGREE_FREE_RULES,
+    INIT_RULES,
     Cell,
     edge_correspondence,
     edge_init_degrees,
@@ -196,40 +198,69 @@ def n_params(model: nn.Module) -> int:
 # --- init ------------------------------------------------------------------------------------
 
 
+def _fan_in(weight: torch.Tensor) -> int:
+    return weight.shape[1] * math.prod(weight.shape[2:])
+
+
 def _he_normal(weight: torch.Tensor, degree: int, generator: torch.Generator) -> None:
     """N(0, 2 / (fan_in · degree)): He-normal fan_in, variance divided by the degree (Eq. 4)."""
-    fan_in = weight.shape[1] * math.prod(weight.shape[2:])
-    weight.normal_(0.0, math.sqrt(2.0 / (fan_in * max(1, degree))), generator=generator)
+    weight.normal_(0.0, math.sqrt(2.0 / (_fan_in(weight) * max(1, degree))), generator=generator)
+
+
+def _torch_uniform(tensor: torch.Tensor, fan_in: int, generator: torch.Generator) -> None:
+    """U(±1/√fan_in): PyTorch's default for Conv2d/Linear weights (kaiming_uniform_ with a=√5, i.e.
+    std 1/√(3·fan_in)) and for Linear biases."""
+    bound = 1.0 / math.sqrt(fan_in)
+    tensor.uniform_(-bound, bound, generator=generator)
+
+
+def _convs(model: TinyNetwork, rule: str) -> list[tuple[torch.Tensor, int]]:
+    """Every conv weight in a fixed order (stem, then blocks in order), with its Eq. 4 degree."""
+    degrees = edge_init_degrees(model.cell, rule)
+    red = reduction_init_degrees(rule)
+    out: list[tuple[torch.Tensor, int]] = [(model.stem[0].weight, 1)]
+    for block in model.cells:
+        if isinstance(block, InferCell):
+            out += [
+                (layer.op[1].weight, degrees[k])
+                for k, layer in enumerate(block.layers)
+                if isinstance(layer, ReLUConvBN)
+            ]
+        else:
+            assert isinstance(block, ResNetBasicblock)
+            out += [
+                (block.conv_a.op[1].weight, red.conv_a),
+                (block.conv_b.op[1].weight, red.conv_b),
+                (block.downsample[1].weight, red.downsample),
+            ]
+    return out
 
 
 def init_weights(model: TinyNetwork, rule: str, seed: int) -> None:
     """Initialise by rule (`cells.INIT_RULES`), reproducibly from `seed` (a private CPU generator).
 
-    kaiming: He-normal fan_in on every conv; classifier PyTorch's default Linear init (NB201).
+    torch-default (NB201's recipe: its training code never re-initialises, digest §4.1b): every
+    conv and the classifier weight U(±1/√fan_in) (kaiming-uniform a=√5: std 1/√(3·fan_in)), the
+    classifier bias U(±1/√fan_in). Drawn from our generator, so a seed gives the same network
+    on every device, unlike torch's global RNG at construction.
+    kaiming: He-normal fan_in (std √(2/fan_in)) on every conv; classifier as torch-default.
     arch-source / arch-target: cell convs Var = 2/(fan_in·d) with d = `edge_init_degrees`;
     reduction convs d = `reduction_init_degrees`; stem d = 1; classifier N(0, (2/fan_in)²)
-    with bias 0 (the official code's std_power=2). BN weight 1, bias 0, fresh running stats.
+    with bias 0 (the official code's std_power=2). Every rule: BN weight 1, bias 0, fresh running stats.
     """
+    if rule not in INIT_RULES:
+        raise ValueError(f"unknown init rule {rule!r}; expected one of {', '.join(INIT_RULES)}")
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    degrees = edge_init_degrees(model.cell, rule)
-    red = reduction_init_degrees(rule)
     with torch.no_grad():
-        _he_normal(model.stem[0].weight, 1, generator)
-        for block in model.cells:
-            if isinstance(block, InferCell):
-                for k, layer in enumerate(block.layers):
-                    if isinstance(layer, ReLUConvBN):
-                        _he_normal(layer.op[1].weight, degrees[k], generator)
+        for weight, degree in _convs(model, rule):
+            if rule == "torch-default":
+                _torch_uniform(weight, _fan_in(weight), generator)
             else:
-                assert isinstance(block, ResNetBasicblock)
-                _he_normal(block.conv_a.op[1].weight, red.conv_a, generator)
-                _he_normal(block.conv_b.op[1].weight, red.conv_b, generator)
-                _he_normal(block.downsample[1].weight, red.downsample, generator)
+                _he_normal(weight, degree, generator)
         fc = model.classifier
-        if rule == "kaiming":  # torch.nn.Linear.reset_parameters, on our generator
-            bound = 1.0 / math.sqrt(fc.in_features)
-            fc.weight.uniform_(-bound, bound, generator=generator)
-            fc.bias.uniform_(-bound, bound, generator=generator)
+        if rule in DEGREE_FREE_RULES:  # torch.nn.Linear.reset_parameters, on our generator
+            _torch_uniform(fc.weight, fc.in_features, generator)
+            _torch_uniform(fc.bias, fc.in_features, generator)
         else:
             fc.weight.normal_(0.0, 2.0 / fc.in_features, generator=generator)
             fc.bias.zero_()
@@ -246,7 +277,7 @@ def build_model(
     *,
     width: int = 16,
     cells_per_stage: int = 5,
-    init_rule: str = "kaiming",
+    init_rule: str = "torch-default",
     seed: int = 0,
     prune: bool = True,
 ) -> TinyNetwork:

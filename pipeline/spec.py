@@ -18,7 +18,7 @@ import pydantic
 import yaml
 
 from cells import INIT_RULES, LR_RULES, N_CELLS, Cell, CellError, cell_at, scaled_lr
-from core.config import TrainConfig
+from core.config import SCHEDULES, TrainConfig
 from core.datasets import DATASET_NAMES, DATASETS
 from core.errors import UserError
 from core.shape import NetShape
@@ -42,7 +42,7 @@ class SpecError(UserError):
 class Protocol:
     """How one architecture is trained: an init rule plus a fixed or scaled learning rate.
 
-    `lr` set: that LR for every cell (NB201's recipe is kaiming + 0.1).
+    `lr` set: that LR for every cell (NB201's recipe is torch-default + 0.1).
     `lr_rule` set: LR = base_lr x cells.lr_factor(cell, lr_rule); base_lr "auto" = found by
     `find-base-lr` on the skip-chain base network.
     """
@@ -50,7 +50,7 @@ class Protocol:
     __pydantic_config__ = _TYPED
 
     name: str
-    init: str = "kaiming"
+    init: str = "torch-default"
     lr: float | None = None
     lr_rule: str | None = None
     base_lr: float | str | None = None
@@ -98,15 +98,16 @@ class CellSelection:
 
 @dataclass(frozen=True)
 class BaseLRSearch:
-    """Grid for the base-LR finder: log-spaced from `low` to `high` (paper §4: one epoch each)."""
+    """Grid for the base-LR finder (paper §4): log-spaced from `low` to `high`, each point trained
+    for `epochs` at a constant LR once per seed in `seeds` (pipeline.base_lr says how it picks)."""
 
     __pydantic_config__ = _TYPED
 
     low: float = 0.01
-    high: float = 2.0
-    points: int = 8
+    high: float = 4.0
+    points: int = 13
     epochs: int = 1
-    tolerance: float = 0.0
+    seeds: tuple[int, ...] = (0, 1, 2)
 
     def grid(self) -> list[float]:
         if self.points == 1:
@@ -124,6 +125,9 @@ class Resources:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | str = 0.0
     torch_threads: int = 1
+    fuse: int | str = "auto"
+    """Units of one cell trained as one fused network per task (pipeline/fused.py): a number, or
+    `auto` = 8 where tasks get GPUs and 1 on CPUs (measured: no gain there)."""
 
 
 @dataclass(frozen=True)
@@ -133,15 +137,20 @@ class RunSpec:
     __pydantic_config__ = _TYPED
     name: str
     dataset: str = "cifar10"
-    data_dir: str = "../shared/data/cifar10"
+    data_dir: str | tuple[str, ...] = "../shared/data/cifar10"
+    """One folder, or several (a list; or one string joined by ':') whose files are joined (pipeline.data)."""
     download: bool = False
     width: int = 16
     cells_per_stage: int = 5
     epochs: int = 200
     batch_size: int = 256
+    schedule: str = "epoch"
+    eval_every: int = 0
     seeds: tuple[int, ...] = (0,)
     max_train: int | None = None
     max_eval: int | None = None
+    image_size: int | None = None
+    """Downsample the images once at load time to this side (e.g. 16; must divide the dataset's); None = native."""
     cells: CellSelection = field(default_factory=CellSelection)
     dedup: bool = True
     protocols: tuple[Protocol, ...] = ()
@@ -159,6 +168,8 @@ class RunSpec:
         """What defines the numbers a run produces (not where data lives or how it is scheduled)."""
         ignored = {"data_dir", "download", "resources", "max_attempts", "device", "reference"}
         ignored |= {"results_dir", "results_uri"}
+        if self.image_size is None:  # unset keeps the run ids of configs written before the key existed
+            ignored.add("image_size")
         return {k: v for k, v in asdict(self).items() if k not in ignored}
 
     @property
@@ -169,7 +180,7 @@ class RunSpec:
     @property
     def shape(self) -> NetShape:
         info = DATASETS[self.dataset]
-        return NetShape(self.width, self.cells_per_stage, info.image_size, info.num_classes)
+        return NetShape(self.width, self.cells_per_stage, self.image_size or info.image_size, info.num_classes)
 
     @property
     def run_dir(self) -> Path:
@@ -190,6 +201,8 @@ class RunSpec:
             seed=seed,
             device=device or self.device,
             threads=self.resources.torch_threads,
+            schedule=self.schedule,
+            eval_every=self.eval_every,
         )
 
 
@@ -336,6 +349,11 @@ def validate(spec: RunSpec) -> None:
             isinstance(value, int) and not isinstance(value, bool) and value >= 1,
             f"{key} must be a positive integer, got {value!r}",
         )
+    native = DATASETS[spec.dataset].image_size if spec.dataset in DATASETS else 32
+    _check(
+        spec.image_size is None or (1 <= spec.image_size <= native and native % spec.image_size == 0),
+        f"image_size must divide {spec.dataset}'s {native} px (e.g. {native // 2}) or be null, got {spec.image_size!r}",
+    )
     for key in ("max_train", "max_eval"):
         value = getattr(spec, key)
         _check(value is None or (isinstance(value, int) and value >= 1), f"{key} must be a positive integer or null")
@@ -374,8 +392,16 @@ def validate(spec: RunSpec) -> None:
             )
     search = spec.base_lr_search
     _check(
-        0 < search.low < search.high and search.points >= 1 and search.epochs >= 1,
-        "base_lr_search needs 0 < low < high, points >= 1, epochs >= 1",
+        0 < search.low < search.high and search.points >= 1 and search.epochs >= 1 and len(search.seeds) >= 1,
+        "base_lr_search needs 0 < low < high, points >= 1, epochs >= 1 and at least one seed",
+    )
+    _check(
+        spec.schedule in SCHEDULES[:2],
+        f"schedule {spec.schedule!r} is unknown; choose epoch (NB201's cosine, per epoch) or step (cosine per step)",
+    )
+    _check(
+        isinstance(spec.eval_every, int) and not isinstance(spec.eval_every, bool) and spec.eval_every >= 0,
+        f"eval_every must be an integer >= 0 (0 = evaluate only after the last epoch), got {spec.eval_every!r}",
     )
     res = spec.resources
     _check(
@@ -386,6 +412,10 @@ def validate(spec: RunSpec) -> None:
         "resources.gpus_per_trial must be a number >= 0 or 'auto'",
     )
     _check(isinstance(res.torch_threads, int) and res.torch_threads >= 1, "resources.torch_threads must be >= 1")
+    _check(
+        res.fuse == "auto" or (isinstance(res.fuse, int) and res.fuse >= 1),
+        f"resources.fuse must be a positive integer or 'auto', got {res.fuse!r}",
+    )
     _check_results_uri(spec.results_uri)
 
 

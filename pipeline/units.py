@@ -12,7 +12,8 @@ from functools import cache
 
 import pandas as pd
 
-from cells import Cell, all_cells
+from cells import INIT_RULES, Cell, all_cells
+from cells.export import class_column
 from core.rows import FINISHED
 from pipeline.spec import Protocol, RunSpec
 
@@ -44,11 +45,7 @@ class Unit:
 def _class_columns() -> pd.DataFrame:
     from cells.export import cells_table
 
-    return cells_table()[["class_id", "class_id_arch_source", "class_id_arch_target", "has_path"]]
-
-
-def class_column(init_rule: str) -> str:
-    return "class_id" if init_rule == "kaiming" else "class_id_" + init_rule.replace("-", "_")
+    return cells_table()[[*dict.fromkeys(class_column(rule) for rule in INIT_RULES), "has_path"]]
 
 
 def plan_units(spec: RunSpec, selected: list[int]) -> tuple[list[Unit], list[tuple[Protocol, int, int]]]:
@@ -112,3 +109,12 @@ def remaining(spec: RunSpec, selected: list[int], stored: dict[tuple[str, int, i
             train.append((unit, attempts))
     new_no_path = tuple(t for t in no_path if stored.get((t[0].name, t[2], t[1]), ("",))[0] != "no-path")
     return Todo(tuple(units), tuple(train), new_no_path, len(no_path), finished, exhausted)
+
+
+def fused_groups(train: tuple[tuple[Unit, int], ...], k: int) -> list[list[tuple[Unit, int]]]:
+    """The units to train, as groups of at most `k` that train the same cell (one fused network
+    each, pipeline/fused.py); k = 1 gives one unit per group. Order of first appearance is kept."""
+    by_cell: dict[int, list[tuple[Unit, int]]] = {}
+    for item in train:
+        by_cell.setdefault(item[0].cell, []).append(item)
+    return [members[i : i + k] for members in by_cell.values() for i in range(0, len(members), k)]

@@ -108,6 +108,9 @@ def record_columns(record: TrainRecord) -> dict[str, Any]:
         "train_loss": result["train_loss"],
         "train_acc_curve": result["train_acc"],
         "diverged_epoch": result["diverged_epoch"],
+        "eval_epochs": result["eval_epochs"] or None,
+        "valid_acc_curve": result["eval_curve"].get("valid"),
+        "test_acc_curve": result["eval_curve"].get("test"),
         "steps": result["steps"],
         "n_train": result["n_train"],
         "n_params": result["n_params"],
@@ -151,3 +154,29 @@ def run_unit(spec: RunSpec, unit: Unit, base_lr: float | None, data: DatasetSpli
         return outcome
     outcome.update(record_columns(record), versions=package_versions())
     return outcome
+
+
+def run_group(
+    spec: RunSpec, units: list[Unit], base_lrs: dict[str, float | None], data: DatasetSplits, device: str
+) -> list[dict]:
+    """Train units of one cell together: one fused network when there are several and their configs
+    allow it (`fused.can_fuse`), else one by one. One outcome per unit, in order; never raises."""
+    from pipeline.fused import can_fuse, train_group
+
+    lrs = [unit.protocol.lr_for(unit.arch, base_lrs[unit.protocol.name]) for unit in units]
+    cfgs = [spec.train_config(u.protocol, u.seed, lr, device=device) for u, lr in zip(units, lrs, strict=True)]
+    if len(units) == 1 or len({u.cell for u in units}) > 1 or not can_fuse(cfgs):
+        return [run_unit(spec, u, base_lrs[u.protocol.name], data, device) for u in units]
+    outcomes: list[dict[str, Any]] = [{"lr": lr, "data_fingerprint": data.fingerprint} for lr in lrs]
+    try:
+        for unit in units:
+            _announce_attempt(unit)
+        _maybe_kill_self()
+        records = train_group(units[0].arch, data, cfgs)
+    except Exception as error:  # the whole group failed: each of its units says why
+        text = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
+        return [dict(outcome, status="failed", error=text) for outcome in outcomes]
+    versions = package_versions()
+    for outcome, record in zip(outcomes, records, strict=True):
+        outcome.update(record_columns(record), versions=versions, fused_k=len(units))
+    return outcomes

@@ -271,6 +271,9 @@ def test_export_table(table):
     assert required <= set(table.columns)
     assert table["nb201_class_id"].nunique() == 6466
     assert table["class_id"].nunique() == table["representative"].sum()
+    # NB201's own init (torch-default) is degree-free like He-normal: the same classes
+    assert table["class_id_torch_default"].equals(table["class_id"])
+    assert table["representative_torch_default"].equals(table["representative"])
     assert table["class_id"].nunique() >= 6466
     assert int((~table["has_path"]).sum()) == 341
     assert table["lr_factor"].isna().sum() == 341

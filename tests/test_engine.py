@@ -146,3 +146,61 @@ def test_cli_user_errors_are_one_line(
     code, out, err = _cli(capsys, *argv)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+# --- the schedule, learning curves, the finder's end-of-epoch loss ---------------------------------
+
+
+def _lrs_seen(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Patch SGD.step to record the LR of every optimizer step the engine takes."""
+    seen: list[float] = []
+    step = torch.optim.SGD.step
+
+    def recording(self: torch.optim.SGD, *args: object, **kwargs: object) -> object:
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording)
+    return seen
+
+
+def test_default_schedule_is_nb201s_per_epoch_cosine(small: DatasetSplits, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audit defect 2: AutoDL's CosineAnnealingLR reads only the epoch: lr_e = η·(1 + cos(π·e/E))/2 for
+    e = 0..E-1, constant within the epoch, warm-up 0, eta_min 0. The engine's actual per-step LRs by
+    default (no schedule named), against that formula."""
+    seen = _lrs_seen(monkeypatch)
+    eta, epochs, steps = 0.1, 4, 512 // 128
+    cfg = TrainConfig(width=4, cells_per_stage=1, epochs=epochs, batch_size=128, device="cpu")
+    assert cfg.schedule == "epoch" and cfg.lr == 0.1
+    train("3_14_002", small, cfg)
+    expected = [eta * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs) for _ in range(steps)]
+    assert seen == pytest.approx(expected, abs=1e-15)
+    assert seen[:steps] == [0.1] * steps and seen[-1] == pytest.approx(0.0146447, abs=1e-6)  # no warm-up
+
+    seen.clear()
+    train("3_14_002", small, cfg.with_(schedule="step"))  # the per-step option: a new LR every step
+    total = epochs * steps
+    assert seen == pytest.approx([eta * (1 + math.cos(math.pi * t / total)) / 2 for t in range(total)], abs=1e-15)
+    seen.clear()
+    train("3_14_002", small, cfg.with_(schedule="constant", epochs=1, lr=0.46))  # the finder's
+    assert seen == [0.46] * steps
+
+
+def test_learning_curves_and_end_of_training_loss(small: DatasetSplits) -> None:
+    from pipeline.worker import record_columns
+
+    cfg = TINY.with_(epochs=3, eval_every=2, end_train_pass=True)
+    record = train("3_14_002", small, cfg)
+    assert record.eval_epochs == (2, 3)  # every 2 epochs, and always the last
+    assert set(record.eval_curve) == {"valid", "test"} and all(len(c) == 2 for c in record.eval_curve.values())
+    assert record.eval_curve["test"][-1] == record.eval_acc["test"]
+    assert record.end_train_loss is not None and 0 < record.end_train_loss < 10
+    assert record.end_train_loss != record.train_loss[-1]  # the end weights, not the epoch's running mean
+    columns = record_columns(record)
+    assert columns["eval_epochs"] == [2, 3] and columns["test_acc_curve"] == list(record.eval_curve["test"])
+    assert columns["precision"] == record.precision and columns["lr_schedule"] == "epoch"
+    plain = train("3_14_002", small, TINY.with_(epochs=1))
+    assert plain.eval_epochs == () and plain.eval_curve == {} and plain.end_train_loss is None
+    assert record_columns(plain)["eval_epochs"] is None and record_columns(plain)["test_acc_curve"] is None
+    with pytest.raises(ConfigError, match="eval_every"):
+        TINY.with_(eval_every=-1)

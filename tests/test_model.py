@@ -189,6 +189,78 @@ def test_init_std_follows_rule(cell: Cell, rule: str) -> None:
             assert (module.weight == 1).all() and not module.bias.any()
 
 
+TORCH_DEFAULT_STD_C16 = {
+    # layer: (fan_in, std = 1/√(3·fan_in)) at C=16, N=1, 10 classes; weights U(±1/√fan_in)
+    "stem 3x3, 3->16": (27, 0.11111),
+    "cell conv3x3, 16->16": (144, 0.04811),
+    "cell conv1x1, 16->16": (16, 0.14434),
+    "reduction conv_a 3x3, 16->32": (144, 0.04811),
+    "reduction conv_b 3x3, 32->32": (288, 0.03402),
+    "reduction downsample 1x1, 16->32": (16, 0.14434),
+    "classifier weight, 64->10": (64, 0.07217),
+    "classifier bias": (64, 0.07217),
+}
+
+
+def test_torch_default_std_table_is_the_formula() -> None:
+    for layer, (fan_in, std) in TORCH_DEFAULT_STD_C16.items():
+        assert 1 / math.sqrt(3 * fan_in) == pytest.approx(std, abs=5e-6), layer
+    # and the formula is what torch itself does to a fresh layer (kaiming_uniform_ a=√5; Linear bias ±1/√fan_in)
+    torch.manual_seed(0)
+    conv, fc = nn.Conv2d(64, 64, 3, bias=False), nn.Linear(256, 512)
+    assert conv.weight.abs().max() <= 1 / math.sqrt(64 * 9) and fc.bias.abs().max() <= 1 / math.sqrt(256)
+    _check_std(conv.weight, 1 / math.sqrt(3 * 64 * 9), "torch's own Conv2d")
+    _check_std(fc.bias, 1 / math.sqrt(3 * 256), "torch's own Linear bias")
+
+
+@pytest.mark.parametrize("cell", [CELL_A, CELL_C], ids=["A", "C"])
+def test_torch_default_init_is_nb201s(cell: Cell) -> None:
+    """Audit defect 1: NB201's training never calls an init, so every layer has PyTorch's default:
+    U(±1/√fan_in), std 1/√(3·fan_in), not He-normal's √(2/fan_in) (6x the variance). Checked per layer
+    (stem, every cell conv, every reduction conv, classifier weight and bias), at C=16 and C=32; the
+    bias is drawn for 100 classes so its 100 values give a usable std."""
+    for width in (16, 32):
+        model = build_model(cell, 100, width=width, cells_per_stage=1, init_rule="torch-default", seed=11)
+        layers: list[tuple[str, torch.Tensor, int]] = [("stem", model.stem[0].weight, 27)]
+        for i, block in enumerate(model.cells):
+            if isinstance(block, InferCell):
+                for k, layer in enumerate(block.layers):
+                    if isinstance(layer, ReLUConvBN):
+                        w = layer.op[1].weight
+                        layers.append((f"block {i} edge {k}", w, w.shape[1] * w.shape[2] * w.shape[3]))
+            else:
+                for name, conv in (("conv_a", block.conv_a.op[1]), ("conv_b", block.conv_b.op[1])):
+                    layers.append((f"block {i} {name}", conv.weight, conv.weight.shape[1] * 9))
+                layers.append(
+                    (f"block {i} downsample", block.downsample[1].weight, block.downsample[1].weight.shape[1])
+                )
+        fc = model.classifier
+        layers += [("classifier weight", fc.weight, 4 * width), ("classifier bias", fc.bias, 4 * width)]
+        assert sum(1 for name, *_ in layers if "edge" in name) == 3 * sum(op in CONV_KERNEL for op in cell.ops)
+        for name, weight, fan_in in layers:
+            bound = 1 / math.sqrt(fan_in)
+            assert weight.abs().max() <= bound + 1e-7, f"{name}: outside U(±1/√fan_in)"
+            assert weight.abs().max() > 0.8 * bound, f"{name}: does not fill U(±1/√fan_in)"
+            _check_std(weight, 1 / math.sqrt(3 * fan_in), f"{name} (C={width})")
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                assert (module.weight == 1).all() and not module.bias.any()
+    he = build_model(cell, 10, width=16, cells_per_stage=1, init_rule="kaiming", seed=11)
+    _check_std(he.stem[0].weight, math.sqrt(2 / 27), "kaiming stays He-normal")
+
+
+def test_torch_default_is_seeded_and_the_default_rule() -> None:
+    a = build_model(CELL_A, 10, width=4, cells_per_stage=1, init_rule="torch-default", seed=5).state_dict()
+    b = build_model(CELL_A, 10, width=4, cells_per_stage=1, seed=5).state_dict()  # the default rule
+    c = build_model(CELL_A, 10, width=4, cells_per_stage=1, init_rule="torch-default", seed=6).state_dict()
+    torch.manual_seed(123)  # torch's global RNG plays no part
+    d = build_model(CELL_A, 10, width=4, cells_per_stage=1, init_rule="torch-default", seed=5).state_dict()
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], d[k]) for k in a)
+    assert not torch.equal(a["stem.0.weight"], c["stem.0.weight"])
+    with pytest.raises(ValueError, match="unknown init rule"):
+        build_model(CELL_A, 10, width=4, cells_per_stage=1, init_rule="he")
+
+
 def test_digest_degrees_visible_in_init() -> None:
     """Digest §2.3: under arch-source only A's 2→3 conv and C's 2→3 conv1x1 are shrunk (d=2)."""
     for cell, shrunk in ((CELL_A, {5}), (CELL_B, set()), (CELL_C, {5})):

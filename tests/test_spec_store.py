@@ -40,7 +40,7 @@ RUN_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if p.name != "
 def test_shipped_configs_load(path):
     spec = load_spec(path)
     assert spec.protocols and spec.run_id.startswith(spec.name + "-")
-    assert len(RUN_CONFIGS) == 4
+    assert len(RUN_CONFIGS) == 5  # cpu, ablation and the three paper-scale configs
 
 
 def test_cpu_config_is_a_sample_of_at_least_40_cells_with_both_protocols():
