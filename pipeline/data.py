@@ -18,9 +18,10 @@ Splits (NB201's; `DatasetInfo.split` in core.datasets):
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,30 +232,120 @@ def _subsample(x: torch.Tensor, y: torch.Tensor, limit: int | None, salt: int) -
     return x[keep], y[keep]
 
 
+DataDirs = str | Path | Sequence[str | Path]
+"""One folder, several folders (a list, or one string joined by `os.pathsep`, e.g. `a:b`)."""
+
+
+def data_dirs(data_dir: DataDirs) -> list[Path]:
+    """The folders `data_dir` names, in order: a list/tuple, or a string split on `os.pathsep`."""
+    parts: list[str | Path]
+    if isinstance(data_dir, str):
+        parts = [p for p in data_dir.split(os.pathsep) if p]
+    elif isinstance(data_dir, Path):
+        parts = [data_dir]
+    else:
+        parts = list(data_dir)
+    if not parts:
+        raise DataError("no data directory given")
+    return [Path(p).expanduser() for p in parts]
+
+
+class _Prefixed:
+    """A Fingerprint view that prefixes every file name: folders holding same-named files stay distinct."""
+
+    def __init__(self, fingerprint: Fingerprint, prefix: str) -> None:
+        self.fingerprint, self.prefix = fingerprint, prefix
+
+    def add(self, name: str, content: bytes) -> None:
+        self.fingerprint.add(self.prefix + name, content)
+
+
+def read_joined(files: str, folders: list[Path], fingerprint: Fingerprint) -> tuple[Split, Split]:
+    """(train, test) of every folder, concatenated in the order given (one folder: read as is).
+
+    With several folders each file is fingerprinted as `<k>:<folder>/<file>` (k = position), so the
+    fingerprint covers every file of every folder; a single folder keeps its plain names (and so
+    its fingerprint). The folders must not share images (not checked here: the shipped lossless
+    and JPEG CIFAR-10 sets do not, see their manifest.csv).
+    """
+    if len(folders) == 1:
+        return READERS[files](folders[0], fingerprint)
+    trains, tests = [], []
+    for k, folder in enumerate(folders):
+        train, test = READERS[files](folder, _Prefixed(fingerprint, f"{k}:"))  # type: ignore[arg-type]
+        trains.append(train)
+        tests.append(test)
+    return _cat(trains), _cat(tests)
+
+
+def _cat(parts: list[Split]) -> Split:
+    sides = {tuple(x.shape[1:]) for x, _ in parts}
+    if len(sides) != 1:
+        raise DataError(f"the joined folders hold images of different shapes {sorted(sides)}; join only one dataset")
+    return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+
+
+def downsample(x: torch.Tensor, side: int) -> torch.Tensor:
+    """uint8 N×3×H×W -> N×3×side×side by averaging f×f blocks (f = H/side), rounded to uint8.
+
+    Area interpolation at an integer factor: what ImageNet16's makers did with box filtering, done
+    once at load time so training pays nothing for it.
+    """
+    n, c, h, w = x.shape
+    if h != w or side < 1 or h % side:
+        raise DataError(f"image_size {side} must divide the native side {h}")
+    factor = h // side
+    if factor == 1:
+        return x
+    out = torch.empty((n, c, side, side), dtype=torch.uint8)
+    for start in range(0, n, 4096):  # bounded float memory
+        chunk = x[start : start + 4096].float()
+        out[start : start + 4096] = torch.nn.functional.avg_pool2d(chunk, factor).round_().to(torch.uint8)
+    return out
+
+
 def load_splits(
     dataset: str,
-    data_dir: str | Path,
+    data_dir: DataDirs,
     *,
     download: bool = False,
     max_train: int | None = None,
     max_eval: int | None = None,
+    image_size: int | None = None,
 ) -> DatasetSplits:
     """Read `dataset` (one of `DATASETS`) from `data_dir` and cut NB201's splits.
 
-    `data_dir` may be the folder holding `cifar-10-batches-py` (etc.) or that folder itself.
+    `data_dir` may be the folder holding `cifar-10-batches-py` (etc.) or that folder itself; or
+    several such folders (a list, or one string joined by `os.pathsep`), whose train and test files
+    are concatenated in order before the splits are cut (e.g. the lossless and the JPEG CIFAR-10
+    subsets in ../shared: 14,000 train + 3,000 test images, no image shared). The fingerprint covers
+    every file of every folder.
     `max_train` / `max_eval` cap each split with a fixed seeded subset (CPU proxies).
+    `image_size` (None = the dataset's own) downsamples every image once, here, by block averaging
+    (`downsample`); the random-crop padding scales with it (4 at 32 px -> 2 at 16 px, NB201's
+    ImageNet16 value).
     """
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     info = DATASETS[dataset]
-    data_dir = Path(data_dir).expanduser()
-    if download:
-        _download(dataset, data_dir)
-    elif not data_dir.is_dir():
-        raise DataError(f"data directory {data_dir} does not exist; create it and pass --download to fetch {dataset}")
+    side = info.image_size if image_size is None else image_size
+    if not (isinstance(side, int) and 1 <= side <= info.image_size and info.image_size % side == 0):
+        raise DataError(f"image_size {image_size!r} must divide {dataset}'s {info.image_size} px (e.g. 16)")
+    pad = max(1, info.pad * side // info.image_size) if side != info.image_size else info.pad
+    folders = data_dirs(data_dir)
+    if len(folders) > 1 and download:
+        raise DataError("--download needs one data directory, not a list")
+    for folder in folders:
+        if download:
+            _download(dataset, folder)
+        elif not folder.is_dir():
+            raise DataError(f"data directory {folder} does not exist; create it and pass --download to fetch {dataset}")
+    data_dir = folders[0] if len(folders) == 1 else os.pathsep.join(map(str, folders))
 
     fingerprint = Fingerprint()
-    (tx, ty), (ex, ey) = READERS[info.files](data_dir, fingerprint)
+    (tx, ty), (ex, ey) = read_joined(info.files, folders, fingerprint)
+    if side != info.image_size:
+        tx, ex = downsample(tx, side), downsample(ex, side)
     tx, ty, evals = _cut(info, tx, ty, ex, ey)
     tx, ty = _subsample(tx, ty, max_train, 0)
     evals = {name: _subsample(x, y, max_eval, i + 1) for i, (name, (x, y)) in enumerate(evals.items())}
@@ -269,8 +360,8 @@ def load_splits(
         info.num_classes,
         info.mean,
         info.std,
-        info.image_size,
-        info.pad,
+        side,
+        pad,
         fingerprint.hexdigest(),
     )
 

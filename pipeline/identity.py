@@ -11,6 +11,7 @@ one line naming what differs and how to proceed. Only a code change may be accep
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +43,8 @@ class RunIdentity:
     @classmethod
     def of(cls, spec: RunSpec, data_fingerprint: str) -> RunIdentity:
         config = json.loads(json.dumps(spec.identity(), sort_keys=True, default=str))
-        return cls(spec.run_id, config, data_fingerprint, spec.data_dir, code_identity(), code_version())
+        folders = spec.data_dir if isinstance(spec.data_dir, str) else os.pathsep.join(spec.data_dir)  # list: a:b
+        return cls(spec.run_id, config, data_fingerprint, folders, code_identity(), code_version())
 
     def meta(self, previous: dict[str, str] | None = None, *, code_changed: bool = False) -> dict[str, str]:
         """The `run_meta` rows to record; a code change accepted is appended to `code_changes`."""

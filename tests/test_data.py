@@ -221,3 +221,87 @@ def test_normalise_uses_dataset_stats() -> None:
     norm = Normalise((0.5, 0.25, 0.0), (0.5, 0.25, 1.0), torch.device("cpu"))
     x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
     assert norm(x)[0, :, 0, 0].tolist() == pytest.approx([1.0, 3.0, 1.0])
+
+
+# --- several folders joined; 16-px images -----------------------------------------------------------
+
+
+def test_joined_folders_give_every_real_image_once(cifar10_dir: Path) -> None:
+    """Lossless + JPEG sets: 14,000 train and 3,000 test images, in the order given, none shared."""
+    import csv
+
+    lossless = load_splits("cifar10", cifar10_dir)
+    jpeg = load_splits("cifar10", cifar10_dir / "jpeg_q75")
+    joined = load_splits("cifar10", [cifar10_dir, cifar10_dir / "jpeg_q75"])
+    (tx, ty), (ex, ey) = (joined.train_x, joined.train_y), joined.eval["test"]
+    assert (len(ty), len(ey)) == (14_000, 3_000) and tx.shape[1:] == (3, 32, 32)
+    assert torch.equal(tx[:4000], lossless.train_x) and torch.equal(tx[4000:], jpeg.train_x)
+    assert torch.equal(ey[:1000], lossless.eval["test"][1]) and torch.equal(ey[1000:], jpeg.eval["test"][1])
+    assert torch.bincount(ty, minlength=10).min() >= 1300  # both sets near class-balanced
+    # no image twice: byte-identical rows, and (per manifest.csv) no original image in both sets
+    for x in (tx, ex):
+        assert len({row.numpy().tobytes() for row in x.flatten(1)}) == len(x)
+    with open(cifar10_dir / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    identity = {
+        folder: {
+            (r["orig_split"], r["label"], r["class_rank"])  # rank within class: known for every image
+            for r in rows
+            if r["folder"].startswith(folder)
+        }
+        for folder in ("cifar-10-batches-py", "jpeg_q75")
+    }
+    assert len(identity["cifar-10-batches-py"]) == 5_000 and len(identity["jpeg_q75"]) == 12_000
+    assert not identity["cifar-10-batches-py"] & identity["jpeg_q75"]
+
+
+def test_joined_fingerprint_covers_every_folder(cifar10_dir: Path, tmp_path: Path) -> None:
+    """Same-named files in two folders both count; one changed byte in either folder shows; the
+    single-folder forms (a path, a one-item list, a ':'-joined string of one) keep the old fingerprint."""
+    single = load_splits("cifar10", cifar10_dir).fingerprint
+    assert load_splits("cifar10", [str(cifar10_dir)]).fingerprint == single
+    assert load_splits("cifar10", str(cifar10_dir) + os.pathsep).fingerprint == single
+    both = load_splits("cifar10", [cifar10_dir, cifar10_dir / "jpeg_q75"])
+    assert both.fingerprint not in (single, load_splits("cifar10", cifar10_dir / "jpeg_q75").fingerprint)
+    as_string = load_splits("cifar10", os.pathsep.join([str(cifar10_dir), str(cifar10_dir / "jpeg_q75")]))
+    assert as_string.fingerprint == both.fingerprint and len(as_string.train_y) == 14_000
+
+    copy = tmp_path / "copy" / "cifar-10-batches-py"
+    shutil.copytree(cifar10_dir / "cifar-10-batches-py", copy)
+    twice = load_splits("cifar10", [cifar10_dir, copy.parent]).fingerprint
+    raw = bytearray((copy / "data_batch_5").read_bytes())
+    raw[-20] ^= 1  # one pixel of the second folder's last training image
+    (copy / "data_batch_5").write_bytes(bytes(raw))
+    assert load_splits("cifar10", [cifar10_dir, copy.parent]).fingerprint != twice
+    with pytest.raises(DataError, match="does not exist"):
+        load_splits("cifar10", [cifar10_dir, tmp_path / "absent"])
+
+
+def test_16px_images_are_2x2_means_with_pad_2(cifar10_dir: Path) -> None:
+    full = load_splits("cifar10", cifar10_dir)
+    small = load_splits("cifar10", cifar10_dir, image_size=16, max_eval=100)
+    assert small.train_x.shape == (4000, 3, 16, 16) and small.train_x.dtype == torch.uint8
+    assert (small.image_size, small.pad) == (16, 2) and len(small.eval["test"][1]) == 100
+    blocks = full.train_x[:5].float().unflatten(2, (16, 2)).unflatten(4, (16, 2)).mean((3, 5))
+    assert torch.equal(small.train_x[:5], blocks.round().to(torch.uint8))
+    assert torch.equal(small.train_y, full.train_y)
+    batches = TrainBatches(
+        small.train_x, small.train_y, batch_size=64, mean=small.mean, std=small.std, pad=small.pad, seed=0
+    )
+    x, _ = next(batches.epoch())
+    assert x.shape == (64, 3, 16, 16)
+    for bad in (12, 64, 0):
+        with pytest.raises(DataError, match="image_size"):
+            load_splits("cifar10", cifar10_dir, image_size=bad)
+
+
+def test_spec_image_size_and_joined_data_dir() -> None:
+    from pipeline.spec import SpecError, spec_from_dict
+
+    base = {"name": "t", "protocols": [{"name": "nb201", "lr": 0.1}]}
+    plain = spec_from_dict(base)
+    assert plain.shape.image_size == 32 and "image_size" not in plain.identity()
+    spec = spec_from_dict({**base, "image_size": 16, "data_dir": ["a", "b"]})
+    assert spec.shape.image_size == 16 and spec.data_dir == ("a", "b") and spec.run_id != plain.run_id
+    with pytest.raises(SpecError, match="image_size"):
+        spec_from_dict({**base, "image_size": 12})

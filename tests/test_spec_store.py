@@ -43,10 +43,18 @@ def test_shipped_configs_load(path):
     assert len(RUN_CONFIGS) == 5  # cpu, ablation and the three paper-scale configs
 
 
-def test_cpu_config_is_a_sample_of_at_least_40_cells_with_both_protocols():
+def test_cpu_config_ranks_at_least_24_trainable_cells_with_both_protocols():
+    """Issue 10 item 8: >= 24 cells with an input->output path (stratified by published accuracy, see
+    perf/proxy_ladder.py), both real CIFAR-10 subsets joined, 16 px, NB201's recipe as `nb201`."""
+    from cells import cell_at, paths
+
     spec = load_spec(REPO / "configs" / "cpu.yaml")
-    assert len(spec.cells.resolve()) >= 40
+    selected = spec.cells.resolve()
+    assert len(set(selected)) >= 24 and all(paths(cell_at(i)) for i in selected)
     assert {p.name for p in spec.protocols} == {"nb201", "scaled"}
+    nb201 = next(p for p in spec.protocols if p.name == "nb201")
+    assert (nb201.init, nb201.lr, spec.schedule) == ("torch-default", 0.1, "epoch")
+    assert len(spec.data_dir) == 2 and spec.image_size == 16 and spec.shape.image_size == 16
 
 
 @pytest.mark.parametrize(
