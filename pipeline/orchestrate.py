@@ -110,9 +110,7 @@ def drain(
     """Train `todo.train` through Ray tasks (a bounded window in flight), writing each unit's rows as
     it lands; re-exports the Parquet table every `EXPORT_EVERY_S`. `attempts` counts every run of a
     unit: earlier driver attempts, this one, and Ray's own retries of its task."""
-    k = fuse_size(spec)
-    gpus = min(1.0, k * gpus_per_trial(spec))
-    task = _unit_task.options(num_cpus=spec.resources.cpus_per_trial, num_gpus=gpus, max_retries=RAY_RETRIES)
+    k, gpus = fuse_size(spec), gpus_per_trial(spec)
     slots = max(1, int(ray.available_resources().get("CPU", 1) // spec.resources.cpus_per_trial))
     window = max(4, 2 * slots)
     progress = Progress(total=len(todo.train))
@@ -122,6 +120,8 @@ def drain(
     while queue or pending:
         while queue and len(pending) < window:
             group = queue.pop(0)
+            share = min(1.0, len(group) * gpus)  # a fused group asks for its members' GPU shares, at most one GPU
+            task = _unit_task.options(num_cpus=spec.resources.cpus_per_trial, num_gpus=share, max_retries=RAY_RETRIES)
             pending[task.remote(spec, [unit for unit, _ in group], base_lrs, data_ref)] = group
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=30.0)
         if not ready:

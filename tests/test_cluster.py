@@ -167,7 +167,7 @@ def test_submitted_job_packs_two_trials_per_gpu(cluster, cifar10_dir, published_
         name="job",
         results_uri=f"file://{mirror}",
         reference=f"csv:{published_csv}",
-        resources={"cpus_per_trial": 1, "gpus_per_trial": GPU_FRACTION, "torch_threads": 1},
+        resources={"cpus_per_trial": 1, "gpus_per_trial": GPU_FRACTION, "torch_threads": 1, "fuse": 1},
         protocols=[
             {"name": "nb201", "init": "kaiming", "lr": 0.1},
             {"name": "scaled", "init": "arch-source", "lr_rule": "official", "base_lr": 0.2},
@@ -224,7 +224,7 @@ def test_lost_node_units_are_rescheduled_on_the_rest(cluster, cifar10_dir):
         cells,
         cluster.root / "results",
         name="lost",
-        resources={"cpus_per_trial": 1, "gpus_per_trial": GPU_FRACTION, "torch_threads": 1},
+        resources={"cpus_per_trial": 1, "gpus_per_trial": GPU_FRACTION, "torch_threads": 1, "fuse": 1},
     )
     logs = cluster.root / "lost-logs"
     hold = cluster.pid_dir / "hold"
