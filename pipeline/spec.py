@@ -127,7 +127,8 @@ class Resources:
     torch_threads: int = 1
     fuse: int | str = "auto"
     """Units of one cell trained as one fused network per task (pipeline/fused.py): a number, or
-    `auto` = 8 where tasks get GPUs and 1 on CPUs (measured: no gain there)."""
+    `auto` = 8 where tasks get GPUs, 1 on CPUs (there K=2 measured 1.06-1.35x a lone net at 2
+    threads, K>=4 slower; the CPU sweep already fills each core with one single-thread net)."""
 
 
 @dataclass(frozen=True)
