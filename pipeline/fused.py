@@ -46,7 +46,7 @@ from cells.classes import INPUT
 from core.config import TrainConfig
 from pipeline.data import DatasetSplits, Normalise, TrainBatches, eval_batches
 from pipeline.engine import TrainRecord, describe_device, native_bf16, resolve_device
-from pipeline.model import BN_MOMENTUM, InferCell, TinyNetwork, build_model, n_params
+from pipeline.model import BN_MOMENTUM, InferCell, Pool, ReLUConvBN, TinyNetwork, build_model, n_params
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp64")
 """'fp64' (model and batches in float64, no autocast) exists for exactness tests only."""
@@ -62,40 +62,11 @@ def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, momentum=BN_MOMENTUM)
 
 
-class FusedReLUConvBN(nn.Module):
-    """K × `model.ReLUConvBN` side by side: ReLU → grouped Conv (groups=K) → BN over K·C_out."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, k: int, stride: int = 1) -> None:
-        super().__init__()
-        self.op = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(k * c_in, k * c_out, kernel, stride=stride, padding=kernel // 2, bias=False, groups=k),
-            _bn(k * c_out),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
-
-    def conv_bn(self, relu_x: torch.Tensor) -> torch.Tensor:
-        return self.op[2](self.op[1](relu_x))
-
-
-class FusedPool(nn.Module):
-    """NB201's 3×3 average pool (channelwise, so fusion changes nothing)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.op = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
-
-
 def _fused_edge(op: str, channels: int, k: int) -> nn.Module:
     if op in CONV_KERNEL:
-        return FusedReLUConvBN(channels, channels, CONV_KERNEL[op], k)
+        return ReLUConvBN(k * channels, k * channels, CONV_KERNEL[op], groups=k)
     if op == "avg_pool_3x3":
-        return FusedPool()
+        return Pool()
     return nn.Identity()  # skip_connect, and `none` (never called: the live graph drops it)
 
 
@@ -151,8 +122,8 @@ class FusedBasicblock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, k: int) -> None:
         super().__init__()
-        self.conv_a = FusedReLUConvBN(c_in, c_out, 3, k, stride=2)
-        self.conv_b = FusedReLUConvBN(c_out, c_out, 3, k)
+        self.conv_a = ReLUConvBN(k * c_in, k * c_out, 3, stride=2, groups=k)
+        self.conv_b = ReLUConvBN(k * c_out, k * c_out, 3, groups=k)
         self.downsample = nn.Sequential(
             nn.AvgPool2d(kernel_size=2, stride=2, padding=0),
             nn.Conv2d(k * c_in, k * c_out, kernel_size=1, bias=False, groups=k),

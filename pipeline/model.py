@@ -37,13 +37,15 @@ BN_MOMENTUM = 0.1
 
 
 class ReLUConvBN(nn.Module):
-    """NB201's `ReLUConvBN`: ReLU → Conv(k, pad k//2, no bias) → BN(affine, running stats)."""
+    """NB201's `ReLUConvBN`: ReLU → Conv(k, pad k//2, no bias) → BN(affine, running stats).
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1) -> None:
+    `groups` > 1 is K of them side by side (pipeline/fused.py): one grouped conv, BN per channel."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
         super().__init__()
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False, groups=groups),
             nn.BatchNorm2d(c_out, affine=True, track_running_stats=True, momentum=BN_MOMENTUM),
         )
 
