@@ -41,12 +41,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cells import CONV_KERNEL, INIT_RULES, Cell, live_graph
-from cells.classes import INPUT
+from cells import INIT_RULES, Cell
 from core.config import TrainConfig
 from pipeline.data import DatasetSplits, Normalise, TrainBatches, eval_batches
 from pipeline.engine import TrainRecord, describe_device, native_bf16, resolve_device
-from pipeline.model import BN_MOMENTUM, InferCell, Pool, ReLUConvBN, TinyNetwork, build_model, n_params
+from pipeline.model import BN_MOMENTUM, InferCell, ReLUConvBN, TinyNetwork, build_model, n_params
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp64")
 """'fp64' (model and batches in float64, no autocast) exists for exactness tests only."""
@@ -60,61 +59,6 @@ LRSchedule = Callable[[int, int], Sequence[float]]
 
 def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, momentum=BN_MOMENTUM)
-
-
-def _fused_edge(op: str, channels: int, k: int) -> nn.Module:
-    if op in CONV_KERNEL:
-        return ReLUConvBN(k * channels, k * channels, CONV_KERNEL[op], groups=k)
-    if op == "avg_pool_3x3":
-        return Pool()
-    return nn.Identity()  # skip_connect, and `none` (never called: the live graph drops it)
-
-
-class FusedInferCell(nn.Module):
-    """K × `model.InferCell` on the same live graph (`cells.live_graph`): the same plan, K·C channels.
-
-    Dead edges are not computed; a conv fed by an all-zero node is its BN bias β (now K·C wide,
-    so each model gets its own β); convs reading the same node share one ReLU. This mirrors
-    `model.InferCell.forward_live`; the tests compare the two numerically.
-    """
-
-    def __init__(self, cell: Cell, channels: int, k: int) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(_fused_edge(op, channels, k) for op in cell.ops)
-        graph = live_graph(cell)
-        self.output = graph.output
-        targets = sorted({e.target for e in graph.edges})
-        self.plan = tuple((t, tuple((e.op, e.source, e.edge) for e in graph.edges if e.target == t)) for t in targets)
-        self.bias_only = {t: all(op == "bias" for op, _, _ in inc) for t, inc in self.plan}
-        self.zero_output = graph.output != INPUT and graph.output not in self.bias_only
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.output == INPUT:
-            return x
-        if self.zero_output:
-            return torch.zeros_like(x)
-        nodes: dict[int, torch.Tensor] = {INPUT: x}
-        relu: dict[int, torch.Tensor] = {}
-        for target, incoming in self.plan:
-            total: torch.Tensor | None = None
-            for op, source, edge in incoming:
-                layer = self.layers[edge]
-                if op == "bias":
-                    term = layer.op[2].bias.view(1, -1, 1, 1)
-                elif op == "skip_connect":
-                    term = nodes[source]
-                elif op == "avg_pool_3x3":
-                    term = layer(nodes[source])
-                else:
-                    if source not in relu:
-                        relu[source] = F.relu(nodes[source])
-                    term = layer.conv_bn(relu[source])
-                total = term if total is None else total + term
-            assert total is not None
-            if self.bias_only[target]:
-                total = total.expand_as(x)
-            nodes[target] = total
-        return nodes[self.output]
 
 
 class FusedBasicblock(nn.Module):
@@ -166,7 +110,7 @@ class FusedTinyNetwork(nn.Module):
         for stage, channels in enumerate((c, 2 * c, 4 * c)):
             if stage > 0:
                 blocks.append(FusedBasicblock(channels // 2, channels, k))
-            blocks.extend(FusedInferCell(cell, channels, k) for _ in range(cells_per_stage))
+            blocks.extend(InferCell(cell, k * channels, groups=k) for _ in range(cells_per_stage))
         self.cells = nn.ModuleList(blocks)
         self.lastact = nn.Sequential(_bn(4 * c * k), nn.ReLU(inplace=True))
         self.classifier = FusedLinear(4 * c, num_classes, k)

@@ -75,9 +75,9 @@ class Zero(nn.Module):
         return x.mul(0.0)
 
 
-def edge_module(op: str, channels: int) -> nn.Module:
+def edge_module(op: str, channels: int, groups: int = 1) -> nn.Module:
     if op in CONV_KERNEL:
-        return ReLUConvBN(channels, channels, CONV_KERNEL[op])
+        return ReLUConvBN(channels, channels, CONV_KERNEL[op], groups=groups)
     if op == "avg_pool_3x3":
         return Pool()
     if op == "skip_connect":
@@ -86,11 +86,14 @@ def edge_module(op: str, channels: int) -> nn.Module:
 
 
 class InferCell(nn.Module):
-    """One NB201 cell (stride 1, C→C). Node j = Σ incoming edges; the cell returns node 3."""
+    """One NB201 cell (stride 1, C→C). Node j = Σ incoming edges; the cell returns node 3.
 
-    def __init__(self, cell: Cell, channels: int, prune: bool = True) -> None:
+    `groups` = K builds K cells side by side over `channels` = K·C (pipeline/fused.py): every op
+    is channelwise or a grouped conv, so the same live-graph plan serves K models."""
+
+    def __init__(self, cell: Cell, channels: int, prune: bool = True, groups: int = 1) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(edge_module(op, channels) for op in cell.ops)
+        self.layers = nn.ModuleList(edge_module(op, channels, groups) for op in cell.ops)
         self.prune = prune
         graph = live_graph(cell)
         self.output = graph.output
