@@ -21,8 +21,8 @@ import yaml
 
 from analysis import stats
 from analysis.runs import COMPARED_METRICS, REFERENCE_EPOCHS, RunData, series
-from benchmarks import Reference, column_name
-from cells import cell_at, network_params
+from benchmarks import Reference, ReferenceSourceError, column_name
+from cells import cell_at, network_params, paths
 from cells.cost import network_macs
 from core.datasets import DATASETS
 from core.shape import NetShape
@@ -88,6 +88,8 @@ class MetricComparison:
     """The init x LR 2x2 (`ablation_table`); empty unless the run has one protocol per quadrant."""
     chance: dict[str, int] = field(default_factory=dict)
     """Per protocol, diverged trials scored at chance accuracy."""
+    sample: str = ""
+    """How the compared cells sit in the published ranking (`sample_sentence`)."""
     findings: list[str] = field(default_factory=list)
 
 
@@ -115,6 +117,34 @@ def compare_run(
                 _compare_metric(run, dataset, metric, i == 0, reference, noise_reference, bar_reference, settings)
             )
     return out
+
+
+def sample_sentence(reference: Reference, dataset: str, metric: str, compared: pd.Index) -> str:
+    """Where the compared cells sit in the published ranking of the trainable cells (those with an
+    input->output path), so a reader sees whether τ speaks for the whole range or a part of it."""
+    try:
+        population = reference.table(dataset, metric, REFERENCE_EPOCHS)["value"]
+    except ReferenceSourceError:
+        return ""
+    population = population[[bool(paths(cell_at(int(i)))) for i in population.index]]
+    chosen = compared.intersection(population.index)
+    n = len(chosen)
+    if n < 2:
+        return ""
+    occupied = stats.strata_occupied(population, chosen, n)
+    random_fill = n * (1 - (1 - 1 / n) ** n)
+    values = population.reindex(chosen)
+    return (
+        f"Cells: the {n} compared cells span published {values.min():.1f}–{values.max():.1f}% (all {len(population):,} "
+        f"trainable cells: {population.min():.1f}–{population.max():.1f}%) and occupy {occupied} of {n} "
+        f"equal-count bands of the published ranking (a uniform random sample of {n} fills about "
+        f"{random_fill:.0f}); "
+        + (
+            "they span the ranking, so τ speaks for the whole range."
+            if occupied == n
+            else "τ speaks for the bands they occupy."
+        )
+    )
 
 
 def _scale(trials: pd.DataFrame, dataset: str) -> dict[str, list[int]]:
@@ -173,6 +203,7 @@ def _compare_metric(
         floor_shape=shape.describe(),
         ablation=ablation_table(ours, run.trials[run.trials["dataset"] == dataset], protocol_curves, settings),
         chance=_chance_counts(run.trials, dataset),
+        sample=sample_sentence(reference, dataset, metric, compared),
     )
     comparison.findings = findings(comparison)
     return comparison
@@ -555,6 +586,8 @@ def findings(comparison: MetricComparison) -> list[str]:
             "mostly measure that difference, not the protocol; the rank comparisons and the comparison between "
             "protocols trained at the same budget are the meaningful ones."
         )
+    if comparison.sample:
+        out.append(comparison.sample)
     if comparison.chance:
         counts = ", ".join(f"{p} {n}" for p, n in sorted(comparison.chance.items()))
         out.append(

@@ -143,6 +143,19 @@ def top_cells(select_by: pd.Series, k_percent: float) -> pd.Index:
     return ranked.index[: top_k_size(len(ranked), k_percent)]
 
 
+def strata_occupied(population: pd.Series, chosen: pd.Index, strata: int) -> int:
+    """How many of `strata` equal-count bands of `population`'s ranking hold a `chosen` cell.
+
+    Says whether a sample spans the ranking (all bands) or sits in part of it, which bounds what
+    its τ can say. Bands follow `np.array_split` of the values sorted low to high (ties by index).
+    """
+    ranked = population.dropna().sort_index().sort_values(kind="stable").index.to_numpy()
+    if strata < 1 or len(ranked) == 0:
+        return 0
+    wanted = set(chosen)
+    return sum(any(i in wanted for i in band) for band in np.array_split(ranked, min(strata, len(ranked))))
+
+
 def tau_at_k(
     x: pd.Series,
     y: pd.Series,

@@ -39,11 +39,21 @@ def add_train_command(subparsers: Any) -> None:
         "--arch", required=True, help="the cell: NB201 index, NB201 string, 6-digit op code or official code d_dd_ddd"
     )
     p.add_argument("--dataset", choices=DATASET_NAMES, default="cifar10")
-    p.add_argument("--data-dir", required=True, help="folder holding cifar-10-batches-py (etc.), or that folder")
+    p.add_argument(
+        "--data-dir",
+        required=True,
+        help="folder holding cifar-10-batches-py (etc.), or that folder; several joined by ':' are concatenated "
+        "(e.g. ../shared/data/cifar10:../shared/data/cifar10/jpeg_q75, cpu.yaml's 14,000 images)",
+    )
     p.add_argument("--download", action="store_true", help="fetch CIFAR-10/100 into --data-dir first")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--width", type=int, default=16, help="channels C of the first stage (NB201: 16)")
     p.add_argument("--cells-per-stage", type=int, default=5, help="N (NB201: 5)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="downsample inputs to this side by block averaging at load (must divide the dataset's; cpu.yaml: 16)",
+    )
     lr = p.add_mutually_exclusive_group()
     lr.add_argument("--lr", type=float, help="peak learning rate (default 0.1, NB201's)")
     lr.add_argument("--base-lr", type=float, help="base LR, scaled for this cell by --lr-rule")
@@ -113,7 +123,12 @@ def run_train(args: argparse.Namespace) -> int:
 
     resolve_device(cfg.device)
     data = load_splits(
-        args.dataset, args.data_dir, download=args.download, max_train=args.max_train, max_eval=args.max_eval
+        args.dataset,
+        args.data_dir,
+        download=args.download,
+        max_train=args.max_train,
+        max_eval=args.max_eval,
+        image_size=args.image_size,
     )
     print(f"{cell.official_code}: {data.describe()}; lr {lr:.5g}", file=sys.stderr)
 

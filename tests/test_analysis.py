@@ -21,7 +21,7 @@ from analysis.report import REPORT_FILE, write_report
 from analysis.runs import COMPARED_METRICS, RESULT_COLUMN, RunTableError, load_run
 from analysis.synthetic import synthetic_results, write_run
 from benchmarks import Reference, open_reference
-from cells import cell_at, network_params
+from cells import cell_at, network_params, paths
 from core.shape import NetShape
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,6 +103,15 @@ def test_change_and_overlap() -> None:
     assert not stats.change(_series([1.0]), _series([2.0, 3.0]), n_resamples=10).excludes(0.0)
     overlap = stats.top_k_overlap(old, -old, ks=(100, 50))
     assert list(overlap["shared"]) == [60, 0]
+
+
+def test_strata_occupied_says_whether_a_sample_spans_the_ranking() -> None:
+    population = _series(list(range(100)))  # values 0..99 on cells 0..99: bands of 10 consecutive cells
+    assert stats.strata_occupied(population, pd.Index(range(5, 100, 10)), 10) == 10  # one per band
+    assert stats.strata_occupied(population, pd.Index(range(90, 100)), 10) == 1  # the top band only
+    reversed_values = pd.Series(range(99, -1, -1), index=range(100), dtype=float)
+    assert stats.strata_occupied(reversed_values, pd.Index([0, 1, 2]), 10) == 1  # bands follow values, not ids
+    assert stats.strata_occupied(population, pd.Index([]), 10) == 0
 
 
 def test_nb201_seed_noise_ceiling(hpo_ref: Reference) -> None:
@@ -314,6 +323,9 @@ def test_floor_gate_ablation_and_finder_in_the_report(tmp_path: Path, csv_ref: R
     assert nb201_tau < params_tau["tau"]  # 8 points of noise: the "proxy" ranks worse than counting
     assert any(f.startswith("Fidelity gate: not passed") for f in comparison.findings)
     assert any("parameter-count floor" in f for f in comparison.findings)
+    trainable = sum(bool(paths(cell_at(i))) for i in cells)  # no-path cells are not in the ranking compared
+    assert comparison.sample.startswith(f"Cells: the {trainable} compared cells span published")
+    assert "τ speaks for the bands they occupy" in comparison.sample  # 40 consecutive ids are no stratified sample
     ablation = comparison.ablation.set_index(["init", "lr"])
     assert ablation.loc[("arch init", "scaled LR"), "protocol"] == "scaled"
     assert ablation.loc[("default init", "fixed LR"), "protocol"] == "nb201"

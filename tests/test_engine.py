@@ -122,10 +122,11 @@ def test_cli_train_summary(cifar10_dir: Path, capsys: pytest.CaptureFixture[str]
         capsys,
         *("train", "--arch", "3_14_002", "--data-dir", str(cifar10_dir / "cifar-10-batches-py")),
         *("--epochs", "1", "--width", "4", "--cells-per-stage", "1", "--max-train", "256", "--max-eval", "64"),
-        *("--device", "cpu", "--lr", "0.05"),
+        *("--device", "cpu", "--lr", "0.05", "--image-size", "16"),
     )
     assert code == 0
     assert "status    ok" in out and "test      acc" in out and "0.05 (fixed)" in out
+    assert "10 classes, 16px" in out
 
 
 @pytest.mark.parametrize(
@@ -137,6 +138,7 @@ def test_cli_train_summary(cifar10_dir: Path, capsys: pytest.CaptureFixture[str]
         (["--arch", "3_33_333", "--lr", "nan"], "learning rate"),
         (["--arch", "99999"], "0..15624"),
         (["--arch", "3_33_333", "--data-dir", "/nonexistent/nb201"], "--download"),
+        (["--arch", "3_33_333", "--image-size", "15"], "must divide"),
     ],
 )
 def test_cli_user_errors_are_one_line(
