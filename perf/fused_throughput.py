@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 
 from cells import Cell, cell_at
+from core.config import TrainConfig
 from pipeline.data import DatasetSplits, TrainBatches, load_splits
 from pipeline.fused import (
     CaptureFailed,
     FusedSGD,
     GraphedStep,
-    Member,
     build_fused,
     fused_batches,
     fused_step,
@@ -63,7 +63,7 @@ def random_splits(n: int, image_size: int = 32) -> DatasetSplits:
         mean=(0.49, 0.48, 0.45),
         std=(0.25, 0.24, 0.26),
         image_size=image_size,
-        pad=4,
+        pad=max(1, 4 * image_size // 32),  # the loader's rule: 4 px at 32, 2 at 16
     )
 
 
@@ -120,8 +120,11 @@ def fused_net(
     cell: Cell, data: DatasetSplits, k: int, graphs: bool, args: argparse.Namespace, dev: torch.device, autocast: Any
 ) -> Callable[[], int]:
     """K members in one FusedTinyNetwork; a step returns K × its batch (aggregate images)."""
-    members = [Member(RULES[i % 2], seed=i, lr=0.05) for i in range(k)]
-    model = build_fused(cell, data.num_classes, members, width=args.width, cells_per_stage=args.cells_per_stage)
+    members = [
+        TrainConfig(init_rule=RULES[i % 2], seed=i, lr=0.05, width=args.width, cells_per_stage=args.cells_per_stage)
+        for i in range(k)
+    ]
+    model = build_fused(cell, data.num_classes, members)
     model = model.to(dev, memory_format=torch.channels_last).train()
     opt = FusedSGD(list(model.parameters()), k)
     seeds = [m.seed for m in members]
@@ -157,6 +160,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="round-robin timing rounds (median reported)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 2 CPU, 10 CUDA)")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--image-size", type=int, default=32, help="image side (cpu.yaml's proxy: 16)")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 6, 8])
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: random uint8 images)")
@@ -176,14 +180,14 @@ def main() -> None:
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=False) if bf16 else nullcontext()
     n_images = args.batch_size * 8  # batches cycle through epochs; the size of the set does not matter
     if args.data_dir:
-        data = load_splits("cifar10", args.data_dir, max_train=n_images, max_eval=1)
+        data = load_splits("cifar10", args.data_dir, max_train=n_images, max_eval=1, image_size=args.image_size)
     else:
-        data = random_splits(n_images)
+        data = random_splits(n_images, args.image_size)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"torch {torch.__version__}; {name}; {'bf16 autocast' if bf16 else 'fp32'}, channels_last; "
-        f"C={args.width}, N={args.cells_per_stage}, batch {args.batch_size}; "
+        f"C={args.width}, N={args.cells_per_stage}, {args.image_size} px, batch {args.batch_size}; "
         f"{args.warmup} warm-up + {args.rounds}×{args.steps} timed steps per variant; "
         f"load {load:.2f}"
     )
@@ -235,6 +239,7 @@ def main() -> None:
             "width": args.width,
             "cells_per_stage": args.cells_per_stage,
             "batch_size": args.batch_size,
+            "image_size": args.image_size,
             "steps": args.steps,
             "rounds": args.rounds,
             "warmup": args.warmup,

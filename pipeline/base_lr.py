@@ -180,7 +180,10 @@ def find_base_lr(spec: RunSpec, protocol: Protocol, data_ref: Any, log: Log) -> 
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": spec.resources.cpus_per_trial, "gpu": gpus}),
         param_space={"lr": tune.grid_search(search.grid()), "seed": tune.grid_search(list(search.seeds))},
-        tune_config=tune.TuneConfig(metric="train_loss", mode="min"),
+        # Reused actors: one process per slot for the whole grid, not one per trial (each trial is a
+        # pure function of its config), which saves a process start per trial and the SIGTERM
+        # tracebacks Ray prints now and then when it stops a trial's actor.
+        tune_config=tune.TuneConfig(metric="train_loss", mode="min", reuse_actors=True),
         run_config=tune.RunConfig(name=f"base-lr-{protocol.name}", storage_path=str(storage), verbose=0),
     )
     log(

@@ -32,27 +32,20 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cells import INIT_RULES, Cell
+from cells import Cell
 from core.config import TrainConfig
 from pipeline.data import DatasetSplits, Normalise, TrainBatches, eval_batches
 from pipeline.engine import TrainRecord, describe_device, native_bf16, resolve_device
 from pipeline.model import BN_MOMENTUM, InferCell, ReLUConvBN, TinyNetwork, build_model, n_params
-
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp64")
-"""'fp64' (model and batches in float64, no autocast) exists for exactness tests only."""
-SCHEDULES: tuple[str, ...] = ("epoch", "step")
-LRSchedule = Callable[[int, int], Sequence[float]]
-"""(step, epoch), both 0-based → one LR per member for that step."""
-
 
 # --- the fused network --------------------------------------------------------------------------
 
@@ -165,24 +158,20 @@ class FusedTinyNetwork(nn.Module):
         return model
 
 
-@dataclass(frozen=True)
-class Member:
-    """One training inside a fused group: its init rule, seed (init and batches) and peak LR."""
-
-    init_rule: str
-    seed: int
-    lr: float
-
-
-def build_fused(
-    cell: Cell, num_classes: int, members: Sequence[Member], *, width: int, cells_per_stage: int
-) -> FusedTinyNetwork:
-    """Each member built by `model.build_model` (its own rule and seed), then packed.
+def build_fused(cell: Cell, num_classes: int, members: Sequence[TrainConfig]) -> FusedTinyNetwork:
+    """Each member built by `model.build_model` (its own shape, init rule and seed), then packed.
 
     So each member's init is exactly the single-net init, by construction.
     """
     nets = [
-        build_model(cell, num_classes, width=width, cells_per_stage=cells_per_stage, init_rule=m.init_rule, seed=m.seed)
+        build_model(
+            cell,
+            num_classes,
+            width=m.width,
+            cells_per_stage=m.cells_per_stage,
+            init_rule=m.init_rule,
+            seed=m.seed,
+        )
         for m in members
     ]
     return FusedTinyNetwork.from_members(nets)
@@ -251,28 +240,15 @@ class FusedSGD:
 # --- schedules ------------------------------------------------------------------------------------
 
 
-def lr_table(peaks: Sequence[float], schedule: str | LRSchedule, *, epochs: int, steps_per_epoch: int) -> torch.Tensor:
-    """Every step's LR per member, (epochs·steps_per_epoch)×K float64 on the CPU.
-
-    'epoch' (NB201's): lr_e = peak·(1 + cos(π·e/E))/2 for epoch e = 0..E−1, constant within the epoch.
-    'step': 0.5·peak·(1 + cos(π·step/total)), as `engine.cosine_lr`. A callable gets (step, epoch).
-    """
-    total = epochs * steps_per_epoch
-    rows: list[Sequence[float]] = []
-    for step in range(total):
-        epoch = step // steps_per_epoch
-        if schedule == "epoch":
-            factor = 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
-            rows.append([peak * factor for peak in peaks])
-        elif schedule == "step":
-            factor = 0.5 * (1.0 + math.cos(math.pi * step / max(1, total)))
-            rows.append([peak * factor for peak in peaks])
-        elif callable(schedule):
-            rows.append(list(schedule(step, epoch)))
-        else:
-            raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)} or a callable")
-    table = torch.tensor(rows, dtype=torch.float64).view(total, len(peaks))
-    return table
+def lr_table(members: Sequence[TrainConfig], steps_per_epoch: int) -> torch.Tensor:
+    """Every step's LR per member, (epochs·steps_per_epoch)×K float64 on the CPU: `TrainConfig.lr_at`,
+    the single-net engine's own schedule, so both paths take the same LR at every step."""
+    epochs = members[0].epochs
+    rows = [
+        [m.lr_at(step // steps_per_epoch, step, steps_per_epoch) for m in members]
+        for step in range(epochs * steps_per_epoch)
+    ]
+    return torch.tensor(rows, dtype=torch.float64).view(len(rows), len(members))
 
 
 # --- training -------------------------------------------------------------------------------------
@@ -280,63 +256,18 @@ def lr_table(peaks: Sequence[float], schedule: str | LRSchedule, *, epochs: int,
 
 @dataclass(frozen=True)
 class FusedResult:
-    """One member's run, with `engine.TrainRecord`'s semantics for the shared fields.
+    """One member's run: `record` is what `engine.train` returns for that config (status, curves,
+    accuracies; device and timings are the group's, `images_per_s` this member's training images/s),
+    plus what only a fused run has: the group size, whether a CUDA graph ran the step, the group's
+    images/s (K·member), every step's loss (`step_losses=True`) and the member unpacked
+    (`keep_models=True`)."""
 
-    `train_loss`/`train_acc` per epoch run (the diverged epoch last, non-finite); eval values
-    None when diverged; `images_per_s` this member's training images/s, `images_per_s_total`
-    the whole fused group's (K·images/s). `step_loss` is filled only when asked for.
-    `model` (not serialised) is member k unpacked, when `keep_models=True`.
-    """
-
-    arch: str
-    dataset: str
-    width: int
-    cells_per_stage: int
-    init_rule: str
-    lr: float
-    seed: int
-    epochs: int
-    batch_size: int
-    weight_decay: float
-    momentum: float
-    nesterov: bool
-    schedule: str
-    status: str
-    diverged_epoch: int | None
-    train_loss: tuple[float, ...]
-    train_acc: tuple[float, ...]
-    eval_acc: dict[str, float | None]
-    eval_loss: dict[str, float | None]
-    n_train: int
-    n_eval: dict[str, int]
-    steps: int
-    n_params: int
+    record: TrainRecord
     k: int
-    device: str
-    precision: str
     cuda_graphs: bool
-    wall_s: float
-    train_s: float
-    eval_s: float
-    images_per_s: float
     images_per_s_total: float
     step_loss: tuple[float, ...] = ()
     model: TinyNetwork | None = field(default=None, compare=False, repr=False)
-    torch_version: str = field(default_factory=lambda: torch.__version__)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-safe types (no model; None for non-finite floats)."""
-        return _json_safe({f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"})
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def member_batches(data: DatasetSplits, seeds: Sequence[int], **kwargs: Any) -> list[TrainBatches]:
@@ -486,77 +417,66 @@ class GraphedStep:
 def train_fused(
     cell: Cell | str,
     data: DatasetSplits,
-    members: Sequence[Member],
+    members: Sequence[TrainConfig],
     *,
-    width: int,
-    cells_per_stage: int,
-    epochs: int,
-    batch_size: int = 256,
-    weight_decay: float = 5e-4,
-    momentum: float = 0.9,
-    nesterov: bool = True,
-    schedule: str | LRSchedule = "epoch",
-    device: str = "cpu",
-    precision: str = "auto",
-    channels_last: bool = True,
     cuda_graphs: bool = True,
-    threads: int | None = None,
-    eval_batch_size: int = 1024,
+    float64: bool = False,
     step_losses: bool = False,
     keep_models: bool = False,
 ) -> list[FusedResult]:
-    """Train K = len(members) runs of `cell` as one fused network; one result per member, in order.
+    """Train K = len(members) configs of `cell` as one fused network; one result per member, in order.
 
-    Same protocol as the single-net engine: SGD (Nesterov) with weight decay on every parameter,
-    batches of `batch_size` with the last partial batch kept, each member drawing its own batches
-    (`TrainBatches` with its seed), eval in eval mode in large batches, top-1 over all classes.
-    `schedule`: 'epoch' (NB201's per-epoch cosine, default), 'step' (per-step cosine) or a
-    callable (step, epoch) → K LRs. `precision`: 'auto' (bf16 autocast where native, else fp32;
-    the engine's default), 'fp32', 'bf16' or 'fp64' (exactness tests). `cuda_graphs`: capture the
-    step in a CUDA graph (CUDA only; falls back to eager, saying so, if capture fails).
-    `step_losses` records every step's per-member loss; `keep_models` returns each member unpacked.
+    The members may differ only in init rule, seed and LR (`can_fuse`); everything else (shape,
+    schedule, batch size, optimizer, precision, device) is the group's and means what it means in
+    `engine.train`: SGD (Nesterov) with weight decay on every parameter, batches with the last
+    partial batch kept, each member drawing its own batches (`TrainBatches` with its seed), eval in
+    eval mode in large batches, top-1 over all classes. `cuda_graphs`: capture the step in a CUDA
+    graph (CUDA only; falls back to eager, saying so, if capture fails). `float64`: model and
+    batches in float64, no autocast (exactness tests only). `step_losses` records every step's
+    per-member loss; `keep_models` returns each member unpacked.
     """
     cell = Cell.parse(cell) if isinstance(cell, str) else cell
-    k = len(members)
-    if k < 1:
-        raise ValueError("need at least one member")
-    for m in members:
-        if m.init_rule not in INIT_RULES:
-            raise ValueError(f"unknown init rule {m.init_rule!r}; expected one of {', '.join(INIT_RULES)}")
-        if not (math.isfinite(m.lr) and m.lr > 0):
-            raise ValueError(f"learning rate must be a positive number, got {m.lr}")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch size must be at least 1, got {epochs} and {batch_size}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if not members or not can_fuse(members):
+        raise ValueError(f"fused members may differ only in {', '.join(sorted(FUSABLE_DIFFERENCES))}")
+    group, k = members[0], len(members)
     wall_start = time.perf_counter()
 
     # --- device and numerics ---
-    if threads is not None:
-        torch.set_num_threads(threads)
-    dev = resolve_device(str(device))
+    if group.threads is not None:
+        torch.set_num_threads(group.threads)
+    dev = resolve_device(group.device)
     on_cuda = dev.type == "cuda"
     if on_cuda:
         torch.backends.cudnn.benchmark = True
-    bf16 = precision == "bf16" or (precision == "auto" and native_bf16(dev))
+    bf16 = not float64 and (group.precision == "bf16" or (group.precision == "auto" and native_bf16(dev)))
     # Autocast's weight cache must be off under CUDA graphs (cached casts would be stale on replay).
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=False) if bf16 else nullcontext()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    dtype = torch.float64 if precision == "fp64" else torch.float32
+    memory_format = torch.channels_last if group.channels_last else torch.contiguous_format
+    dtype = torch.float64 if float64 else torch.float32
+    precision = "bf16 autocast" if bf16 else ("fp64" if float64 else "fp32")
 
     # --- model: each member built as a single net, packed, moved ---
-    model = build_fused(cell, data.num_classes, members, width=width, cells_per_stage=cells_per_stage)
+    model = build_fused(cell, data.num_classes, members)
     member_params = n_params(model) // k
     model = model.to(device=dev, dtype=dtype, memory_format=memory_format)
-    optimizer = FusedSGD(list(model.parameters()), k, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    optimizer = FusedSGD(
+        list(model.parameters()),
+        k,
+        momentum=group.momentum,
+        weight_decay=group.weight_decay,
+        nesterov=group.nesterov,
+    )
 
     # --- data: one padded copy on the device, one batch stream (seed) per member ---
     batches = member_batches(
-        data, [m.seed for m in members], batch_size=batch_size, device=dev, channels_last=channels_last
+        data,
+        [m.seed for m in members],
+        batch_size=group.batch_size,
+        device=dev,
+        channels_last=group.channels_last,
     )
     steps_per_epoch = len(batches[0])
-    lrs = lr_table([m.lr for m in members], schedule, epochs=epochs, steps_per_epoch=steps_per_epoch)
-    lrs = lrs.to(device=dev, dtype=dtype)
+    lrs = lr_table(members, steps_per_epoch).to(device=dev, dtype=dtype)
     eval_sets = {name: (x.to(dev), y.to(dev)) for name, (x, y) in data.eval.items()}
 
     # --- training loop: state on the device, one sync per epoch ---
@@ -568,22 +488,23 @@ def train_fused(
     per_step: list[torch.Tensor] = []
     graphed: GraphedStep | None = None
     use_graphs = on_cuda and cuda_graphs
+    full_batch = group.batch_size
     step = images = 0
     train_start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, group.epochs + 1):
         model.train()
         loss_sum = torch.zeros(k, dtype=torch.float64, device=dev)
         correct = torch.zeros(k, dtype=torch.int64, device=dev)
         seen = 0
         for x, y in fused_batches(batches, memory_format, dtype):
             steps_done += active
-            if use_graphs and graphed is None and y.shape[1] == batch_size:
+            if use_graphs and graphed is None and y.shape[1] == full_batch:
                 try:
                     graphed = GraphedStep(model, optimizer, x, y, active, autocast)
                 except CaptureFailed as error:  # state restored: train eagerly, say so once
                     print(f"fused: CUDA graph capture failed ({error}); running eagerly")
                     use_graphs = False
-            if graphed is not None and y.shape[1] == batch_size:
+            if graphed is not None and y.shape[1] == full_batch:
                 losses, logits = graphed(x, y, lrs[step])
             else:
                 losses, logits = fused_step(model, optimizer, x, y, lrs[step], active, autocast)
@@ -616,10 +537,10 @@ def train_fused(
             model,
             x,
             y,
-            batch_size=eval_batch_size,
+            batch_size=group.eval_batch_size,
             normalise=batches[0].normalise,
             device=dev,
-            channels_last=channels_last,
+            channels_last=group.channels_last,
             autocast=autocast,
             dtype=dtype,
         )
@@ -632,42 +553,35 @@ def train_fused(
     step_table = torch.stack(per_step).cpu().tolist() if per_step else []
     dev_name = describe_device(dev)
     results = []
-    for i, m in enumerate(members):
+    for i, cfg in enumerate(members):
         ok = diverged_epoch[i] is None
-        member_images = images if ok else seen_images(steps_per_member[i], steps_per_epoch, batch_size, batches[0].n)
+        member_images = images if ok else seen_images(steps_per_member[i], steps_per_epoch, full_batch, batches[0].n)
+        record = TrainRecord(
+            config=cfg,
+            arch=cell.arch_str,
+            dataset=data.name,
+            status="ok" if ok else "diverged",
+            diverged_epoch=diverged_epoch[i],
+            train_loss=tuple(train_loss[i]),
+            train_acc=tuple(train_acc[i]),
+            eval_acc={name: (acc[i] if ok else None) for name, (acc, _) in evals.items()},
+            eval_loss={name: (loss[i] if ok else None) for name, (_, loss) in evals.items()},
+            n_train=batches[0].n,
+            n_eval={name: len(y) for name, (_, y) in eval_sets.items()},
+            steps=steps_per_member[i],
+            n_params=member_params,
+            device=dev_name,
+            precision=precision,
+            wall_s=wall_s,
+            train_s=train_s,
+            eval_s=eval_s,
+            images_per_s=member_images / train_s if train_s > 0 else 0.0,
+        )
         results.append(
             FusedResult(
-                arch=cell.arch_str,
-                dataset=data.name,
-                width=width,
-                cells_per_stage=cells_per_stage,
-                init_rule=m.init_rule,
-                lr=m.lr,
-                seed=m.seed,
-                epochs=epochs,
-                batch_size=batch_size,
-                weight_decay=weight_decay,
-                momentum=momentum,
-                nesterov=nesterov,
-                schedule=schedule if isinstance(schedule, str) else "custom",
-                status="ok" if ok else "diverged",
-                diverged_epoch=diverged_epoch[i],
-                train_loss=tuple(train_loss[i]),
-                train_acc=tuple(train_acc[i]),
-                eval_acc={name: (acc[i] if ok else None) for name, (acc, _) in evals.items()},
-                eval_loss={name: (loss[i] if ok else None) for name, (_, loss) in evals.items()},
-                n_train=batches[0].n,
-                n_eval={name: len(y) for name, (_, y) in eval_sets.items()},
-                steps=steps_per_member[i],
-                n_params=member_params,
+                record=record,
                 k=k,
-                device=dev_name,
-                precision="bf16 autocast" if bf16 else ("fp64" if precision == "fp64" else "fp32"),
                 cuda_graphs=graphed is not None,
-                wall_s=wall_s,
-                train_s=train_s,
-                eval_s=eval_s,
-                images_per_s=member_images / train_s if train_s > 0 else 0.0,
                 images_per_s_total=k * images / train_s if train_s > 0 else 0.0,
                 step_loss=tuple(row[i] for row in step_table),
                 model=model.unpack(i) if keep_models else None,
@@ -688,9 +602,9 @@ FUSABLE_DIFFERENCES = frozenset({"init_rule", "seed", "lr"})
 
 def can_fuse(cfgs: Sequence[TrainConfig]) -> bool:
     """Whether these trainings of one cell can run as one fused network (no mid-run evaluation, no
-    extra end-of-training pass, a cosine schedule: what `train_fused` implements)."""
+    extra end-of-training pass: what `train_fused` implements)."""
     first = cfgs[0].to_dict()
-    if first.get("eval_every") or first.get("end_train_pass") or first["schedule"] not in SCHEDULES:
+    if first.get("eval_every") or first.get("end_train_pass"):
         return False
     return all(
         all(value == first[name] for name, value in cfg.to_dict().items() if name not in FUSABLE_DIFFERENCES)
@@ -703,29 +617,4 @@ def train_group(cell: Cell | str, data: DatasetSplits, cfgs: Sequence[TrainConfi
 
     One `TrainRecord` per config, in order, as `engine.train` would return it (its own config,
     status, curves and accuracies; device and timings are the group's)."""
-    if not cfgs or not can_fuse(cfgs):
-        raise ValueError(f"fused members may differ only in {', '.join(sorted(FUSABLE_DIFFERENCES))}")
-    base = cfgs[0]
-    results = train_fused(
-        cell,
-        data,
-        [Member(cfg.init_rule, cfg.seed, cfg.lr) for cfg in cfgs],
-        width=base.width,
-        cells_per_stage=base.cells_per_stage,
-        epochs=base.epochs,
-        batch_size=base.batch_size,
-        weight_decay=base.weight_decay,
-        momentum=base.momentum,
-        nesterov=base.nesterov,
-        schedule=base.schedule,
-        device=base.device,
-        precision=base.precision,
-        channels_last=base.channels_last,
-        threads=base.threads,
-        eval_batch_size=base.eval_batch_size,
-    )
-    shared = {f.name for f in fields(TrainRecord)} - {"config"}
-    return [
-        TrainRecord(config=cfg, **{name: getattr(result, name) for name in shared if hasattr(result, name)})
-        for cfg, result in zip(cfgs, results, strict=True)
-    ]
+    return [result.record for result in train_fused(cell, data, cfgs)]

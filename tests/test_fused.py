@@ -29,12 +29,12 @@ import torch
 import torch.nn.functional as F
 
 from cells import Cell, cell_at
+from core.config import TrainConfig
 from pipeline.data import DatasetSplits, TrainBatches
 from pipeline.fused import (
     FusedResult,
     FusedSGD,
     FusedTinyNetwork,
-    Member,
     build_fused,
     lr_table,
     member_batches,
@@ -49,18 +49,24 @@ DTYPE = {"fp64": torch.float64, "fp32": torch.float32}
 WEIGHT_FLOOR = 0.1
 """Weights are compared relative to max(max |tensor|, this); see the module docstring."""
 
+
+def member(init_rule: str, seed: int, lr: float) -> TrainConfig:
+    """One fused member: the tests' shape and schedule, its own init rule, seed and LR."""
+    return TrainConfig(init_rule=init_rule, seed=seed, lr=lr, epochs=EPOCHS, batch_size=BATCH, device="cpu", **SHAPE)
+
+
 MEMBERS = (  # different init rules, seeds and LRs; fp64 tests
-    Member("kaiming", seed=0, lr=0.1),
-    Member("arch-source", seed=1, lr=0.05),
-    Member("kaiming", seed=2, lr=0.2),
-    Member("arch-target", seed=3, lr=0.02),
-    Member("arch-source", seed=4, lr=0.3),
-    Member("kaiming", seed=5, lr=0.07),
+    member("kaiming", seed=0, lr=0.1),
+    member("arch-source", seed=1, lr=0.05),
+    member("kaiming", seed=2, lr=0.2),
+    member("arch-target", seed=3, lr=0.02),
+    member("arch-source", seed=4, lr=0.3),
+    member("kaiming", seed=5, lr=0.07),
 )
 CALM = (  # LRs at which fp32 training is well conditioned; fp32 tests
-    Member("kaiming", seed=0, lr=0.02),
-    Member("arch-source", seed=1, lr=0.01),
-    Member("kaiming", seed=2, lr=0.005),
+    member("kaiming", seed=0, lr=0.02),
+    member("arch-source", seed=1, lr=0.01),
+    member("kaiming", seed=2, lr=0.005),
 )
 
 
@@ -108,7 +114,7 @@ def data() -> DatasetSplits:
 def reference_run(
     cell: Cell,
     data: DatasetSplits,
-    member: Member,
+    member: TrainConfig,
     *,
     channels_last: bool,
     schedule: str = "epoch",
@@ -157,7 +163,7 @@ def reference_run(
 def assert_member_matches(result: FusedResult, ref: tuple, precision: str) -> None:
     losses, model, accs, diverged = ref
     tol = TOL[precision]
-    assert not diverged and result.status == "ok"
+    assert not diverged and result.record.status == "ok"
     assert len(result.step_loss) == len(losses) == EPOCHS * math.ceil(N_TRAIN / BATCH)
     for step, (a, b) in enumerate(zip(result.step_loss, losses, strict=True)):
         assert a == pytest.approx(b, rel=tol), f"step {step}: fused {a} vs single {b}"
@@ -171,35 +177,28 @@ def assert_member_matches(result: FusedResult, ref: tuple, precision: str) -> No
             assert err <= tol, f"{name}: relative error {err:.2e} > {tol:.0e}"
         else:
             assert torch.equal(tensor, expected), name
-    assert result.eval_acc == pytest.approx(accs, abs=1e-9)
+    assert result.record.eval_acc == pytest.approx(accs, abs=1e-9)
 
 
 def fused_vs_separate(
-    code: str, data: DatasetSplits, members: tuple[Member, ...], precision: str, **kwargs: object
+    code: str, data: DatasetSplits, members: tuple[TrainConfig, ...], precision: str, **kwargs: object
 ) -> list[FusedResult]:
     cell = Cell.parse(code)
     channels_last = bool(kwargs.pop("channels_last", True))
     schedule = str(kwargs.pop("schedule", "epoch"))
-    results = train_fused(
-        cell,
-        data,
-        members,
-        epochs=EPOCHS,
-        batch_size=BATCH,
-        precision=precision,
-        channels_last=channels_last,
-        schedule=schedule,
-        step_losses=True,
-        keep_models=True,
-        **SHAPE,
-    )
-    assert [(r.init_rule, r.seed, r.lr) for r in results] == [(m.init_rule, m.seed, m.lr) for m in members]
-    for result, member in zip(results, members, strict=True):
-        ref = reference_run(cell, data, member, channels_last=channels_last, schedule=schedule, dtype=DTYPE[precision])
+    group = [
+        m.with_(channels_last=channels_last, schedule=schedule, precision="fp32" if precision == "fp64" else precision)
+        for m in members
+    ]
+    results = train_fused(cell, data, group, float64=precision == "fp64", step_losses=True, keep_models=True)
+    assert [r.record.config for r in results] == group
+    for result, cfg in zip(results, group, strict=True):
+        ref = reference_run(cell, data, cfg, channels_last=channels_last, schedule=schedule, dtype=DTYPE[precision])
         assert_member_matches(result, ref, precision)
-        assert result.steps == EPOCHS * 8 and result.k == len(members) and result.diverged_epoch is None
-        assert len(result.train_loss) == EPOCHS and result.precision == precision
-        assert result.images_per_s_total == pytest.approx(len(members) * result.images_per_s)
+        record = result.record
+        assert record.steps == EPOCHS * 8 and result.k == len(members) and record.diverged_epoch is None
+        assert len(record.train_loss) == EPOCHS and record.precision == precision
+        assert result.images_per_s_total == pytest.approx(len(members) * record.images_per_s)
     return results
 
 
@@ -241,19 +240,9 @@ def test_without_mkldnn_forward_is_bit_exact(data: DatasetSplits) -> None:
 
 def test_a_diverging_member_leaves_the_others_alone(data: DatasetSplits) -> None:
     cell = Cell.parse("3_33_333")
-    members = (CALM[0], Member("kaiming", seed=9, lr=1e6), CALM[1])
-    results = train_fused(
-        cell,
-        data,
-        members,
-        epochs=EPOCHS,
-        batch_size=BATCH,
-        precision="fp32",
-        step_losses=True,
-        keep_models=True,
-        **SHAPE,
-    )
-    bad = results[1]
+    members = tuple(m.with_(precision="fp32") for m in (CALM[0], member("kaiming", seed=9, lr=1e6), CALM[1]))
+    results = train_fused(cell, data, members, step_losses=True, keep_models=True)
+    bad = results[1].record
     assert bad.status == "diverged" and bad.diverged_epoch in (1, 2, 3)
     assert len(bad.train_loss) == bad.diverged_epoch and not math.isfinite(bad.train_loss[-1])
     assert bad.eval_acc == {"valid": None, "test": None} and bad.eval_loss == {"valid": None, "test": None}
@@ -263,6 +252,8 @@ def test_a_diverging_member_leaves_the_others_alone(data: DatasetSplits) -> None
         ref = reference_run(cell, data, members[i], channels_last=True, dtype=torch.float32)
         assert_member_matches(results[i], ref, "fp32")
     assert all(v is None for v in bad.to_dict()["eval_acc"].values())
+    with pytest.raises(ValueError, match="differ only in"):  # members must share everything but rule, seed, LR
+        train_fused(cell, data, [CALM[0], CALM[1].with_(batch_size=8)])
 
 
 def test_pack_unpack_round_trip() -> None:
@@ -282,7 +273,7 @@ def test_pack_unpack_round_trip() -> None:
         )
     again = FusedTinyNetwork.from_members([fused.unpack(k) for k in range(4)])
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), fused.state_dict().values(), strict=True))
-    built = build_fused(cell, 10, MEMBERS[:2], **SHAPE)  # init = build_model's, by construction
+    built = build_fused(cell, 10, MEMBERS[:2])  # init = build_model's, by construction
     single = build_model(cell, 10, init_rule=MEMBERS[1].init_rule, seed=MEMBERS[1].seed, **SHAPE)
     pairs = zip(built.unpack(1).state_dict().values(), single.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
@@ -328,12 +319,11 @@ def test_member_batches_equal_separate_streams(data: DatasetSplits) -> None:
 
 
 def test_lr_tables() -> None:
-    table = lr_table([0.1, 0.4], "epoch", epochs=4, steps_per_epoch=3)
+    """The fused LRs are the single-net engine's (`TrainConfig.lr_at`), per member."""
+    table = lr_table([TrainConfig(lr=0.1, epochs=4), TrainConfig(lr=0.4, epochs=4)], steps_per_epoch=3)
     assert table.shape == (12, 2)
     assert table[:3, 0].tolist() == [0.1] * 3 and table[3, 1] == pytest.approx(0.4 * (1 + math.cos(math.pi / 4)) / 2)
-    step = lr_table([0.2], "step", epochs=2, steps_per_epoch=5)
+    step = lr_table([TrainConfig(lr=0.2, epochs=2, schedule="step")], steps_per_epoch=5)
     assert step[5, 0] == pytest.approx(0.1) and step[0, 0] == 0.2
-    custom = lr_table([1.0, 2.0], lambda s, e: [s, e], epochs=2, steps_per_epoch=2)
-    assert custom.tolist() == [[0, 0], [1, 0], [2, 1], [3, 1]]
-    with pytest.raises(ValueError, match="schedule"):
-        lr_table([0.1], "linear", epochs=1, steps_per_epoch=1)
+    constant = lr_table([TrainConfig(lr=0.3, epochs=2, schedule="constant")], steps_per_epoch=2)
+    assert constant.flatten().tolist() == [0.3] * 4
