@@ -66,3 +66,19 @@ def root() -> Iterator[Path]:
     finally:
         kill_ray(path)
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def sgd_lrs(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The LR of every `torch.optim.SGD` step taken during the test, in order (SGD.step patched)."""
+    import torch
+
+    seen: list[float] = []
+    step = torch.optim.SGD.step
+
+    def recording(self: torch.optim.SGD, *args: object, **kwargs: object) -> object:
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording)
+    return seen

@@ -153,24 +153,11 @@ def test_cli_user_errors_are_one_line(
 # --- the schedule, learning curves, the finder's end-of-epoch loss ---------------------------------
 
 
-def _lrs_seen(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Patch SGD.step to record the LR of every optimizer step the engine takes."""
-    seen: list[float] = []
-    step = torch.optim.SGD.step
-
-    def recording(self: torch.optim.SGD, *args: object, **kwargs: object) -> object:
-        seen.append(self.param_groups[0]["lr"])
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.SGD, "step", recording)
-    return seen
-
-
-def test_default_schedule_is_nb201s_per_epoch_cosine(small: DatasetSplits, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_schedule_is_nb201s_per_epoch_cosine(small: DatasetSplits, sgd_lrs: list[float]) -> None:
     """Audit defect 2: AutoDL's CosineAnnealingLR reads only the epoch: lr_e = η·(1 + cos(π·e/E))/2 for
     e = 0..E-1, constant within the epoch, warm-up 0, eta_min 0. The engine's actual per-step LRs by
     default (no schedule named), against that formula."""
-    seen = _lrs_seen(monkeypatch)
+    seen = sgd_lrs
     eta, epochs, steps = 0.1, 4, 512 // 128
     cfg = TrainConfig(width=4, cells_per_stage=1, epochs=epochs, batch_size=128, device="cpu")
     assert cfg.schedule == "epoch" and cfg.lr == 0.1
