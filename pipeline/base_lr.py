@@ -232,23 +232,20 @@ def search_record(spec: RunSpec, protocol: Protocol, losses: Mapping[float, Sequ
     }
 
 
-def resolve_base_lrs(spec: RunSpec, data_ref: Any, log: Log) -> dict[str, float | None]:
+def resolve_base_lrs(spec: RunSpec, data_ref: Any, fingerprint: str, log: Log) -> dict[str, float | None]:
     """Per protocol: its fixed base LR, the cached found one, or a fresh Tune search (then cached).
+    `data_ref` is the run's data in Ray's object store, `fingerprint` its hash (part of the cache key).
     Writes every search of the run to `<run>/base_lr_search.json`."""
     cache_path = Path(spec.results_dir) / "base_lr_cache.json"
     cache = read_cache(cache_path)
     resolved: dict[str, float | None] = {}
     searches: dict[str, Any] = {}
-    fingerprint: str | None = None
     for protocol in spec.protocols:
         if not protocol.scaled:
             resolved[protocol.name] = None
         elif protocol.base_lr != "auto":
             resolved[protocol.name] = float(protocol.base_lr)  # type: ignore[arg-type]
         else:
-            if fingerprint is None:
-                data = ray.get(data_ref) if isinstance(data_ref, ray.ObjectRef) else data_ref
-                fingerprint = str(getattr(data, "fingerprint", ""))
             key = cache_key(spec, protocol, fingerprint)
             if key not in cache:
                 cache[key] = find_base_lr(spec, protocol, data_ref, log)

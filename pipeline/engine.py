@@ -140,6 +140,18 @@ def native_bf16(device: torch.device) -> bool:
         return False
 
 
+def prepare_device(cfg: TrainConfig) -> tuple[torch.device, bool]:
+    """Set up this process for one training as `cfg` says: torch's CPU threads, the device (cudnn
+    autotuning on CUDA), and whether to train under bf16 autocast (`cfg.precision`; 'auto' = where
+    the device runs bf16 natively). Returns (device, bf16). The engine and the fused trainer share it."""
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    dev = resolve_device(cfg.device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return dev, cfg.precision == "bf16" or (cfg.precision == "auto" and native_bf16(dev))
+
+
 @torch.inference_mode()
 def evaluate(
     model: TinyNetwork,
@@ -206,13 +218,8 @@ def train(
     wall_start = time.perf_counter()
 
     # --- device and numerics ---
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    dev = resolve_device(cfg.device)
+    dev, bf16 = prepare_device(cfg)
     on_cuda = dev.type == "cuda"
-    if on_cuda:
-        torch.backends.cudnn.benchmark = True
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and native_bf16(dev))
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 

@@ -44,7 +44,7 @@ from torch import nn
 from cells import Cell
 from core.config import TrainConfig
 from pipeline.data import DatasetSplits, Normalise, TrainBatches, eval_batches
-from pipeline.engine import TrainRecord, describe_device, native_bf16, resolve_device
+from pipeline.engine import TrainRecord, describe_device, prepare_device
 from pipeline.model import BN_MOMENTUM, InferCell, ReLUConvBN, TinyNetwork, build_model, n_params
 
 # --- the fused network --------------------------------------------------------------------------
@@ -442,13 +442,9 @@ def train_fused(
     wall_start = time.perf_counter()
 
     # --- device and numerics ---
-    if group.threads is not None:
-        torch.set_num_threads(group.threads)
-    dev = resolve_device(group.device)
+    dev, bf16 = prepare_device(group)
+    bf16 = bf16 and not float64
     on_cuda = dev.type == "cuda"
-    if on_cuda:
-        torch.backends.cudnn.benchmark = True
-    bf16 = not float64 and (group.precision == "bf16" or (group.precision == "auto" and native_bf16(dev)))
     # Autocast's weight cache must be off under CUDA graphs (cached casts would be stale on replay).
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=False) if bf16 else nullcontext()
     memory_format = torch.channels_last if group.channels_last else torch.contiguous_format

@@ -173,7 +173,7 @@ def _stamped(rows: list[dict[str, Any]], fingerprint: str | None) -> list[dict[s
 def _train_all(spec: RunSpec, selected: list[int], data: Any, store: ResultsStore, log: Log) -> dict[str, int]:
     """Base LRs, what is left, the rows that need no training, then the trainings through Ray."""
     data_ref = ray.put(data)
-    base_lrs = resolve_base_lrs(spec, data_ref, log)
+    base_lrs = resolve_base_lrs(spec, data_ref, data.fingerprint, log)
     atomic_write_text(spec.run_dir / "base_lr.json", json.dumps(base_lrs, indent=1))  # the base LRs this run used
     todo = remaining(spec, selected, store.statuses())
     no_path = [no_path_row(spec, p, i, s, base_lrs[p.name]) for p, s, i in todo.no_path]
@@ -287,7 +287,7 @@ def find_base_lrs(spec: RunSpec, address: str | None, log: Log = print) -> dict[
         connect(address)
         try:
             check_resources(spec)
-            return resolve_base_lrs(spec, ray.put(data), log)
+            return resolve_base_lrs(spec, ray.put(data), data.fingerprint, log)
         finally:
             shutdown()
     finally:

@@ -127,8 +127,9 @@ class Resources:
     torch_threads: int = 1
     fuse: int | str = "auto"
     """Units of one cell trained as one fused network per task (pipeline/fused.py): a number, or
-    `auto` = 8 where tasks get GPUs, 1 on CPUs (there K=2 measured 1.06-1.35x a lone net at 2
-    threads, K>=4 slower; the CPU sweep already fills each core with one single-thread net)."""
+    `auto` = 8 where tasks get GPUs, 1 on CPUs (one thread per net: K=2 trains 1.23-1.44x the
+    images/s of a lone net at cpu.yaml's C=4, 16 px, batch 64, but 0.87-1.04x at C=8, 32 px,
+    batch 256; so CPU configs opt in, as cpu.yaml does)."""
 
 
 @dataclass(frozen=True)
@@ -397,7 +398,7 @@ def validate(spec: RunSpec) -> None:
         "base_lr_search needs 0 < low < high, points >= 1, epochs >= 1 and at least one seed",
     )
     _check(
-        spec.schedule in SCHEDULES[:2],
+        spec.schedule in SCHEDULES and spec.schedule != "constant",  # constant is the finder's, not a run's
         f"schedule {spec.schedule!r} is unknown; choose epoch (NB201's cosine, per epoch) or step (cosine per step)",
     )
     _check(
