@@ -29,7 +29,7 @@ test: install
 	NB201_SHARED=$(SHARED) $(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports
 
 evaluate: install
 	$(PY) -m pipeline evaluate --config $(CONFIG) $(if $(DATA_DIR),--data-dir $(DATA_DIR),) $(if $(DOWNLOAD),--download,)

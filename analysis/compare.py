@@ -25,6 +25,7 @@ from benchmarks import Reference, ReferenceSourceError, column_name
 from cells import cell_at, network_params, paths
 from cells.cost import network_macs
 from core.datasets import DATASETS
+from core.runfiles import SPEC_FILE
 from core.shape import NetShape
 
 BASELINE = "nb201"
@@ -228,7 +229,7 @@ def _net_shape(trials: pd.DataFrame, dataset: str, image_size: int | None = None
 def _configured_image_size(run_dir: Path) -> int | None:
     """`image_size` from the run's spec.yaml (a reduced input resolution), if it says one."""
     try:
-        spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
+        spec = yaml.safe_load((run_dir / SPEC_FILE).read_text())
     except (OSError, yaml.YAMLError):
         return None
     value = spec.get("image_size") if isinstance(spec, dict) else None

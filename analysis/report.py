@@ -22,11 +22,10 @@ from analysis.compare import (
     compare_run,
     curve_at,
 )
-from analysis.runs import DEFAULT_KEEP, RESULTS_FILE, SEARCH_FILE, RunData, load_run
+from analysis.runs import DEFAULT_KEEP, RunData, load_run
 from benchmarks import DEFAULT, Reference, ReferenceSourceError, open_reference
 from core.atomic import atomic_write_text
-
-REPORT_FILE = "report.md"
+from core.runfiles import REPORT_FILE, RESULTS_TABLE, SEARCH_FILE, SPEC_FILE
 
 
 def resolve_reference(reference: Reference | str | Path | None) -> Reference:
@@ -297,11 +296,11 @@ def render(
     notes: list[str],
 ) -> str:
     """The whole report.md text."""
-    spec = run.run_dir / "spec.yaml"
+    spec = run.run_dir / SPEC_FILE
     out = [
         f"# Re-evaluation report: {run.run_dir.name}",
         "",
-        f"Results: `{RESULTS_FILE}`"
+        f"Results: `{RESULTS_TABLE}`"
         + (" (run config: `spec.yaml`)" if spec.is_file() else "")
         + f". Published values: **{reference.name}** ({len(reference.frame)} cells).",
         "",

@@ -21,10 +21,9 @@ from benchmarks import Reference, ReferenceSourceError, column_name
 from core.datasets import DATASETS
 from core.errors import UserError
 from core.rows import KEY, STATUSES
+from core.runfiles import LATEST, RESULTS_TABLE, SEARCH_FILE, SPEC_FILE
 
-RESULTS_FILE = "results.parquet"
-SEARCH_FILE = "base_lr_search.json"
-"""The base-LR finder's record of a run (written by pipeline.base_lr; read here for the report)."""
+"""The base-LR finder's record of a run (written by pipeline.sweep.finder; read here for the report)."""
 DEFAULT_KEEP: tuple[str, ...] = ("ok",)
 """Statuses whose measured accuracies enter the statistics; no-path cells and failed trials are counted
 instead, and diverged trials follow the `diverged` policy."""
@@ -72,9 +71,9 @@ class RunData:
 
 def read_results(run_dir: Path) -> pd.DataFrame:
     """The run's results table, with the columns the analysis relies on checked."""
-    path = Path(run_dir) / RESULTS_FILE
+    path = Path(run_dir) / RESULTS_TABLE
     if not path.is_file():
-        raise RunTableError(f"no {RESULTS_FILE} in {run_dir}. Fix: pass a run folder written by `make evaluate`")
+        raise RunTableError(f"no {RESULTS_TABLE} in {run_dir}. Fix: pass a run folder written by `make evaluate`")
     try:
         trials = pd.read_parquet(path)
     except (OSError, ValueError) as err:
@@ -231,7 +230,7 @@ def run_reference(run_dir: Path) -> str | None:
     """The `reference` the run's spec.yaml names (the one its config chose), else None (the default)."""
     import yaml
 
-    path = Path(run_dir) / "spec.yaml"
+    path = Path(run_dir) / SPEC_FILE
     try:
         spec = yaml.safe_load(path.read_text()) if path.is_file() else None
     except (OSError, yaml.YAMLError):
@@ -253,8 +252,8 @@ def latest_run(start: Path | None = None) -> Path:
     notebook finds the newest run whether Jupyter starts in the repo or in analysis/."""
     here = Path(start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
-        if (folder / "results" / "latest").exists():
-            return folder / "results" / "latest"
+        if (folder / "results" / LATEST).exists():
+            return folder / "results" / LATEST
     raise RunTableError(
         f"no results/latest above {here}: run `make evaluate` first, or set NB201_RUN_DIR=results/<run>"
     )

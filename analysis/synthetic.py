@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.runs import RESULT_COLUMN, RESULTS_FILE
+from analysis.runs import RESULT_COLUMN
 from benchmarks import Reference
 from core.rows import COLUMNS, arrow_schema, to_record
+from core.runfiles import RESULTS_TABLE
 
 PROTOCOLS = {
     "nb201": {"init_rule": "torch-default", "lr_rule": None, "shift": 0.0},
@@ -86,6 +87,6 @@ def write_run(run_dir: Path, results: pd.DataFrame) -> Path:
     """Write a run folder as the pipeline does: results.parquet and a spec.yaml."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    results.to_parquet(run_dir / RESULTS_FILE, index=False, schema=arrow_schema())
+    results.to_parquet(run_dir / RESULTS_TABLE, index=False, schema=arrow_schema())
     (run_dir / "spec.yaml").write_text("# synthetic run for tests and demos\nrun_id: synthetic\n", encoding="utf-8")
     return run_dir

@@ -86,7 +86,7 @@ class ReductionDegrees:
 def edge_init_degrees(cell: Cell, rule: str) -> tuple[int, ...]:
     """Per edge, the degree d in Var(W) = 2 / (fan_in · d); 1 on weightless edges' slots too.
 
-    `torch-default`, `kaiming`: d = 1 (no degree; the distribution itself is pipeline.model's).
+    `torch-default`, `kaiming`: d = 1 (no degree; the distribution itself is pipeline.train.model's).
     `arch-source`: d = in-degree of the edge's source node (the official code, literal Eq. 4).
     `arch-target`: d = in-degree of the edge's target node (appendix Eq. 11-12).
     In-degrees count non-`none` edges, node 0 counts 1, and d is at least 1.

@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NUMERIC_SOURCES: tuple[str, ...] = (
     "cells/*.py",
     "core/*.py",
-    "pipeline/model.py",
-    "pipeline/data.py",
-    "pipeline/engine.py",
-    "pipeline/fused.py",
+    "pipeline/train/model.py",
+    "pipeline/train/data.py",
+    "pipeline/train/engine.py",
+    "pipeline/train/fused.py",
 )
 """Files whose change may change a trained number; everything else (CLI, Ray, store, report) may not."""
 

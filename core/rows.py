@@ -85,7 +85,7 @@ class TrialRow:
     steps: int | None = column("optimizer steps taken")
     n_train: int | None = column("training images")
     n_params: int | None = column("parameters of the trained network")
-    fused_k: int | None = column("models trained together as one fused network (pipeline/fused.py); null = alone")
+    fused_k: int | None = column("models trained together as one fused network (pipeline/train/fused.py); null = alone")
     # --- provenance and cost ---
     attempts: int = column("how many times the driver ran this unit (Ray's own task retries included)", default=0)
     wall_s: float | None = column("seconds for the whole trial (build, train, eval)")

@@ -1,4 +1,4 @@
-"""Training throughput of horizontal fusion (pipeline/fused.py) against single-net training.
+"""Training throughput of horizontal fusion (pipeline/train/fused.py) against single-net training.
 
 Side by side in one process on one device: a plain single-net loop like the engine's
 (`model.build_model` + `torch.optim.SGD` Nesterov + `TrainBatches`, channels_last, the same
@@ -34,8 +34,8 @@ import torch.nn.functional as F
 
 from cells import Cell, cell_at
 from core.config import TrainConfig
-from pipeline.data import DatasetSplits, TrainBatches, load_splits
-from pipeline.fused import (
+from pipeline.train.data import DatasetSplits, TrainBatches, load_splits
+from pipeline.train.fused import (
     CaptureFailed,
     FusedSGD,
     GraphedStep,
@@ -44,7 +44,7 @@ from pipeline.fused import (
     fused_step,
     member_batches,
 )
-from pipeline.model import build_model
+from pipeline.train.model import build_model
 
 CELLS = {"all-conv 3_33_333": "3_33_333", "best (6111)": cell_at(6111).arch_str, "sparse 0_00_034": "0_00_034"}
 RULES = ("kaiming", "arch-source")

@@ -2,7 +2,7 @@
 
 Runs without Ray (a lent GPU box has torch only): k processes each train the same cell on
 synthetic images at the benchmark size; prints total img/s per k and the ratio to k = 1.
-The packing rule in pipeline/packing.py should sit near the knee of this curve.
+The packing rule in pipeline/sweep/packing.py should sit near the knee of this curve.
 
     python perf/gpu_packing.py --config configs/cifar10-full.yaml --ks 1 2 4 8 --steps 40
 """
@@ -14,14 +14,14 @@ import multiprocessing as mp
 import time
 
 from cells import Cell
-from pipeline.spec import load_spec
+from pipeline.run.spec import load_spec
 
 CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"  # NB201's best
 
 
 def _worker(config: str, steps: int, start: mp.Event, out: mp.Queue) -> None:
-    from pipeline.engine import train
     from pipeline.plan import synthetic_splits
+    from pipeline.train.engine import train
 
     spec = load_spec(config)
     data = synthetic_splits(spec, spec.batch_size * steps)

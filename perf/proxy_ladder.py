@@ -123,8 +123,8 @@ def _train_one(task: tuple[str, int]) -> dict:
 
     from cells import cell_at
     from core.config import TrainConfig
-    from pipeline.data import load_splits
-    from pipeline.engine import train
+    from pipeline.train.data import load_splits
+    from pipeline.train.engine import train
 
     torch.set_num_threads(1)
     name, index = task

@@ -1,7 +1,7 @@
 """Ray's per-trial cost against the training it schedules.
 
 Side by side in one run: the same units trained (a) directly in this process, one after the
-other, and (b) as Ray tasks through `pipeline.orchestrate` on a local Ray with 1-CPU workers.
+other, and (b) as Ray tasks through `pipeline.sweep.orchestrate` on a local Ray with 1-CPU workers.
 Per-trial overhead = Ray wall time x slots / units - mean in-task training time; the script
 prints it, its share of the measured trials, and its share of a 1-minute trial (target < 5 %).
 
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import ray
 
-from pipeline.cluster import connect, shutdown
-from pipeline.orchestrate import _unit_task
-from pipeline.spec import spec_from_dict
-from pipeline.units import plan_units
-from pipeline.worker import run_unit
+from pipeline.run.spec import spec_from_dict
+from pipeline.run.units import plan_units
+from pipeline.sweep.cluster import connect, shutdown
+from pipeline.sweep.orchestrate import _unit_task
+from pipeline.sweep.worker import run_unit
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--max-train", type=int, default=1024)
     args = parser.parse_args()
 
-    from pipeline.data import load_splits
+    from pipeline.train.data import load_splits
 
     spec = spec_from_dict(
         {

@@ -3,7 +3,7 @@
 Reference: a torchvision-style Dataset over the same images (PIL image per item,
 RandomHorizontalFlip + RandomCrop(32, 4) + ToTensor + Normalize), DataLoader(num_workers=2,
 shuffle), NB201's model computing all six edges (`none` as x·0), the same SGD (Nesterov, wd) and
-per-step cosine LR, fp32 NCHW. Engine: `pipeline.engine.train` (pruned live graph, on-device
+per-step cosine LR, fp32 NCHW. Engine: `pipeline.train.engine.train` (pruned live graph, on-device
 augmentation, channels_last), once forced to fp32 and once with its default precision ('auto':
 bf16 autocast where native). Both train the same cells on the same images for the same number
 of epochs; img/s counts training images over the training loop (the reference's loader start-up
@@ -31,9 +31,9 @@ from torchvision import transforms
 
 from cells import Cell
 from core.config import TrainConfig, cosine
-from pipeline.data import DatasetSplits, load_splits
-from pipeline.engine import train
-from pipeline.model import build_model
+from pipeline.train.data import DatasetSplits, load_splits
+from pipeline.train.engine import train
+from pipeline.train.model import build_model
 
 CELLS = (
     "3_33_333",  # all conv3x3: nothing to prune

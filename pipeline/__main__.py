@@ -118,8 +118,8 @@ def run_train(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
 
-    from pipeline.data import load_splits
-    from pipeline.engine import EpochProgress, resolve_device, train
+    from pipeline.train.data import load_splits
+    from pipeline.train.engine import EpochProgress, resolve_device, train
 
     resolve_device(cfg.device)
     data = load_splits(

@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from pipeline.spec import RunSpec, SpecError, load_spec
-from pipeline.store import ResultsMirror
+from core.runfiles import REPORT_FILE, RESULTS_DB
+from pipeline.run.spec import RunSpec, SpecError, load_spec
+from pipeline.run.store import ResultsMirror
 
 THROUGHPUT_TABLE = Path(__file__).resolve().parents[1] / "configs" / "throughput.yaml"
 
@@ -118,8 +119,8 @@ def _terminate(signum: int, _frame: object) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from pipeline.cluster import stderr_log
-    from pipeline.orchestrate import sweep
+    from pipeline.sweep.cluster import stderr_log
+    from pipeline.sweep.orchestrate import sweep
 
     spec = spec_from_args(args)
     if not args.no_report:
@@ -144,7 +145,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"report: {outcome.run_dir / 'report.md'}")
         if spec.results_uri:
             mirror = ResultsMirror(spec.results_uri, spec.run_id)
-            for path in [outcome.run_dir / "report.md", *sorted(outcome.run_dir.glob("*.png"))]:
+            for path in [outcome.run_dir / REPORT_FILE, *sorted(outcome.run_dir.glob("*.png"))]:
                 mirror.copy(path)
             print(f"report copied to: {mirror.uri}/report.md")
     return 0
@@ -153,9 +154,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     """results.sqlite -> results.parquet of a run folder; the store is only read (a running driver may
     hold the folder's lock: its next export replaces this one)."""
-    from pipeline.store import ResultsStore, StoreError, inspect_store
+    from pipeline.run.store import ResultsStore, StoreError, inspect_store
 
-    db = args.run / "results.sqlite"
+    db = args.run / RESULTS_DB
     if inspect_store(db) is None:
         raise StoreError(f"no results.sqlite in {args.run}; pass a run folder (results/<run>)")
     with ResultsStore(args.run) as store:
@@ -165,8 +166,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_find_base_lr(args: argparse.Namespace) -> int:
-    from pipeline.cluster import stderr_log
-    from pipeline.orchestrate import find_base_lrs
+    from pipeline.sweep.cluster import stderr_log
+    from pipeline.sweep.orchestrate import find_base_lrs
 
     spec = spec_from_args(args)
     for name, base_lr in find_base_lrs(spec, args.address, stderr_log).items():

@@ -12,9 +12,9 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
+import torch
 import yaml
 
 from cells import all_cells
@@ -22,12 +22,11 @@ from cells.cost import network_macs
 from core.config import TrainConfig
 from core.datasets import DATASETS
 from core.errors import UserError
-from pipeline.packing import trials_per_gpu
-from pipeline.spec import RunSpec
-from pipeline.units import plan_units
-
-if TYPE_CHECKING:
-    from pipeline.data import DatasetSplits
+from pipeline.run.spec import RunSpec
+from pipeline.run.units import plan_units
+from pipeline.sweep.packing import trials_per_gpu
+from pipeline.train.data import DataError, DatasetSplits, load_splits
+from pipeline.train.engine import describe_device, resolve_device, train
 
 
 class PlanError(UserError):
@@ -68,10 +67,6 @@ def load_throughput(device: str, path: Path) -> Throughput:
 
 def synthetic_splits(spec: RunSpec, n_images: int) -> DatasetSplits:
     """Random images of the spec's shape: timing needs the real engine, not real pixels."""
-    import torch
-
-    from pipeline.data import DatasetSplits
-
     info = DATASETS[spec.dataset]
     side, classes = spec.shape.image_size, info.num_classes  # follows the spec's image_size
     generator = torch.Generator().manual_seed(0)
@@ -92,8 +87,6 @@ def synthetic_splits(spec: RunSpec, n_images: int) -> DatasetSplits:
 
 def calibrate(spec: RunSpec, steps: int = 8) -> Throughput:
     """Time the real engine on a cheap and a costly cell on this machine's device; fit the model."""
-    from pipeline.engine import describe_device, resolve_device, train
-
     device = resolve_device(spec.device)
     shape = spec.shape
     data = synthetic_splits(spec, spec.batch_size * steps)
@@ -165,8 +158,6 @@ class Plan:
 def train_images(spec: RunSpec) -> int:
     """Training images per epoch: the split actually in data_dir when it is readable there (a folder may
     hold fewer images than the full dataset), else the registry's full size; capped by max_train."""
-    from pipeline.data import DataError, load_splits
-
     full = DATASETS[spec.dataset].train_images
     with contextlib.suppress(DataError, OSError):  # no data here (a cluster config): the full size
         full = len(load_splits(spec.dataset, spec.data_dir).train_y)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import UserError
-from pipeline.base_lr import (
+from pipeline.run.base_lr import (
     RULE,
     BaseLRError,
     cache_key,
@@ -20,10 +20,10 @@ from pipeline.base_lr import (
     pick,
     pick_base_lr,
     search_record,
-    trial_loss,
 )
-from pipeline.data import DatasetSplits, load_splits
-from pipeline.spec import BaseLRSearch, spec_from_dict
+from pipeline.run.spec import BaseLRSearch, spec_from_dict
+from pipeline.sweep.finder import trial_loss
+from pipeline.train.data import DatasetSplits, load_splits
 
 INF = math.inf
 

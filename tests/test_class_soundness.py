@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-import pipeline.model as model_module
+import pipeline.train.model as model_module
 from cells import CONV_KERNEL, LR_RULES, Cell, all_cells, class_key, edge_correspondence, edge_init_degrees, scaled_lr
 from cells.classes import live_graph
-from pipeline.model import InferCell, TinyNetwork, build_model, transfer_weights
+from pipeline.train.model import InferCell, TinyNetwork, build_model, transfer_weights
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ found by any other Ray on the machine), with a HOME whose `ray_bootstrap_config.
 cloud-metadata probes, on loopback only (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps a single-node Ray
 on 127.0.0.1; Ray 2.60 turns an explicit 127.0.0.1 into the host's address). `kill_ray(root)` ends
 whatever runs under a root, also what a SIGKILLed driver leaves behind. The trials are held at their
-start (the NB201_TRIAL_PID_DIR hook of pipeline.worker) while a test picks its victim, so each drill
+start (the NB201_TRIAL_PID_DIR hook of pipeline.sweep.worker) while a test picks its victim, so each drill
 kills the process it means to, at the moment it means to.
 """
 
@@ -142,7 +142,7 @@ WRITER = """
 import io, shutil, sys, time
 from pathlib import Path
 import pandas as pd
-from pipeline.store import ResultsStore
+from pipeline.run.store import ResultsStore
 
 run_dir, stage, mirror, batch = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 
@@ -325,9 +325,9 @@ SET_CASES: dict[str, tuple[list[str], str]] = {
 
 def _seed_run(config: Path) -> Path:
     """The run folder an earlier, finished run of `config` leaves: identity recorded, one row."""
-    from pipeline.orchestrate import _prepare, _stamped
-    from pipeline.spec import load_spec
-    from pipeline.worker import no_path_row
+    from pipeline.run.rows import no_path_row
+    from pipeline.run.spec import load_spec
+    from pipeline.sweep.orchestrate import _prepare, _stamped
 
     spec = load_spec(config)
     data, store, lock = _prepare(spec, lambda _: None)
@@ -371,7 +371,7 @@ def _bad(
             batch.write_bytes(batch.read_bytes()[: batch.stat().st_size // 2])
             expected = "data_batch_1"
         else:
-            from pipeline.data import safe_unpickle
+            from pipeline.train.data import safe_unpickle
 
             entry = safe_unpickle(batch)
             if kind == "labels-out-of-range":
@@ -414,12 +414,12 @@ def _bad(
     elif kind == "changed-code":
         path.write_text(yaml.safe_dump(config))
         _seed_run(path)
-        import pipeline.identity
+        import pipeline.run.identity
 
-        monkeypatch.setattr(pipeline.identity, "code_identity", lambda: "feedfacefeedface")
+        monkeypatch.setattr(pipeline.run.identity, "code_identity", lambda: "feedfacefeedface")
         expected = "code differs"
     elif kind == "run-folder-locked":
-        from pipeline.runlock import RunLock
+        from pipeline.run.lock import RunLock
 
         own = load_run_dir(config, tmp)
         own.mkdir(parents=True)
@@ -433,7 +433,7 @@ def _bad(
 
 
 def load_run_dir(config: dict[str, Any], tmp: Path) -> Path:
-    from pipeline.spec import spec_from_dict
+    from pipeline.run.spec import spec_from_dict
 
     return spec_from_dict(dict(config)).run_dir
 
@@ -467,13 +467,13 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_bad_input_is_one_clear_error_before_any_work(kind, tmp_path, cifar10_dir, published_csv, monkeypatch, capsys):
     """Exit code 2, exactly one `error:` line (the last), no traceback, Ray never started, and no file
     under results/ created or changed."""
-    import pipeline.orchestrate
+    import pipeline.sweep.orchestrate
     from pipeline.__main__ import main
 
     def no_work(*_: object, **__: object) -> None:
         raise AssertionError("Ray was started: the bad input was not caught before the work")
 
-    monkeypatch.setattr(pipeline.orchestrate, "connect", no_work)
+    monkeypatch.setattr(pipeline.sweep.orchestrate, "connect", no_work)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     args, expected, hold = _bad(kind, tmp_path, cifar10_dir, published_csv, monkeypatch)
     with hold:
@@ -508,8 +508,8 @@ def test_bad_input_exit_code_of_the_real_command(tmp_path, cifar10_dir, publishe
 
 def test_job_driver_warns_about_paths_inside_its_working_dir(tmp_path, cifar10_dir, monkeypatch):
     """As a Ray Job the driver runs in a copy of the repo that Ray deletes: relative paths are named."""
-    from pipeline.cluster import JOB_CONFIG_ENV, job_path_warnings
-    from pipeline.spec import load_spec
+    from pipeline.run.spec import load_spec
+    from pipeline.sweep.cluster import JOB_CONFIG_ENV, job_path_warnings
 
     relative = load_spec(write_config(tmp_path / "c.yaml", Path("data/cifar10"), CELLS[:1], Path("results")))
     absolute = load_spec(write_config(tmp_path / "c.yaml", cifar10_dir, CELLS[:1], tmp_path / "results"))

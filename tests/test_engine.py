@@ -12,8 +12,8 @@ import torch
 from cells import Cell
 from core.config import ConfigError, TrainConfig, cosine
 from pipeline.__main__ import main
-from pipeline.data import DatasetSplits, load_splits
-from pipeline.engine import DeviceError, EpochProgress, TrainRecord, native_bf16, train
+from pipeline.train.data import DatasetSplits, load_splits
+from pipeline.train.engine import DeviceError, EpochProgress, TrainRecord, native_bf16, train
 
 TINY = TrainConfig(width=4, cells_per_stage=1, init_rule="kaiming", device="cpu")
 
@@ -176,7 +176,7 @@ def test_default_schedule_is_nb201s_per_epoch_cosine(small: DatasetSplits, sgd_l
 
 
 def test_learning_curves_and_end_of_training_loss(small: DatasetSplits) -> None:
-    from pipeline.worker import record_columns
+    from pipeline.run.rows import record_columns
 
     cfg = TINY.with_(epochs=3, eval_every=2, end_train_pass=True)
     record = train("3_14_002", small, cfg)

@@ -1,4 +1,4 @@
-"""Horizontal fusion (pipeline/fused.py): K fused trainings equal K separate single-net trainings.
+"""Horizontal fusion (pipeline/train/fused.py): K fused trainings equal K separate single-net trainings.
 
 The reference is written here (build_model + torch.optim.SGD + TrainBatches + the same LR
 schedule), so these tests do not depend on the engine's signature. Tiny sizes (C=4, N=1), random
@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from cells import Cell, cell_at
 from core.config import TrainConfig
-from pipeline.data import DatasetSplits, TrainBatches
-from pipeline.fused import (
+from pipeline.train.data import DatasetSplits, TrainBatches
+from pipeline.train.fused import (
     FusedResult,
     FusedSGD,
     FusedTinyNetwork,
@@ -40,7 +40,7 @@ from pipeline.fused import (
     member_batches,
     train_fused,
 )
-from pipeline.model import TinyNetwork, build_model
+from pipeline.train.model import TinyNetwork, build_model
 
 SHAPE = {"width": 4, "cells_per_stage": 1}
 BATCH, EPOCHS, N_TRAIN = 16, 3, 120  # 8 steps per epoch (the last one partial: 8 images), 24 steps

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from core.rows import to_record
-from pipeline.data import load_splits
-from pipeline.spec import spec_from_dict
-from pipeline.units import fused_groups, plan_units
-from pipeline.worker import run_group, run_unit, unit_rows
+from pipeline.run.rows import unit_rows
+from pipeline.run.spec import spec_from_dict
+from pipeline.run.units import fused_groups, plan_units
+from pipeline.sweep.worker import run_group, run_unit
+from pipeline.train.data import load_splits
 
 CELL = "3_13_313"
 

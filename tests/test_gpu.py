@@ -8,9 +8,9 @@ import torch
 
 from cells import Cell
 from core.config import TrainConfig
-from pipeline.data import load_splits
-from pipeline.engine import train
-from pipeline.model import build_model
+from pipeline.train.data import load_splits
+from pipeline.train.engine import train
+from pipeline.train.model import build_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible to torch)")
 BEST = Cell.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|")

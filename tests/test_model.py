@@ -14,7 +14,7 @@ from torch import nn
 from cells import CONV_KERNEL, Cell, all_cells, edge_init_degrees, live_graph, network_params, reduction_init_degrees
 from cells.classes import INPUT
 from core.shape import NetShape
-from pipeline.model import InferCell, ReLUConvBN, TinyNetwork, build_model, n_params
+from pipeline.train.model import InferCell, ReLUConvBN, TinyNetwork, build_model, n_params
 
 CELL_A, CELL_B, CELL_C = (Cell.parse(c) for c in ("3_33_333", "3_03_101", "3_14_002"))
 

@@ -15,8 +15,8 @@ from core.datasets import DATASETS
 from core.shape import NetShape
 from pipeline.commands import THROUGHPUT_TABLE
 from pipeline.plan import load_throughput, make_plan
-from pipeline.spec import spec_from_dict
-from pipeline.units import class_column, plan_units
+from pipeline.run.spec import spec_from_dict
+from pipeline.run.units import class_column, plan_units
 
 REPO = Path(__file__).resolve().parents[1]
 ISOMORPHIC_PAIR = [

@@ -10,8 +10,8 @@ import yaml
 from cells import all_cells, class_key
 from cells.export import class_column
 from core.config import TrainConfig
-from pipeline.spec import Protocol, SpecError, load_spec, spec_from_dict
-from pipeline.units import plan_units
+from pipeline.run.spec import Protocol, SpecError, load_spec, spec_from_dict
+from pipeline.run.units import plan_units
 
 REPO = Path(__file__).resolve().parents[1]
 MINE = ("cifar10-full", "cifar100-full", "imagenet16-full", "ablation")

@@ -12,11 +12,11 @@ import pytest
 from analysis.runs import REQUIRED_COLUMNS
 from core.config import TrainConfig
 from core.rows import COLUMNS, KEY, arrow_schema, markdown_table, sqlite_columns, to_record
-from pipeline.data import load_splits
-from pipeline.engine import train
-from pipeline.spec import spec_from_dict
-from pipeline.store import ResultsStore
-from pipeline.worker import no_path_row, record_columns
+from pipeline.run.rows import no_path_row, record_columns
+from pipeline.run.spec import spec_from_dict
+from pipeline.run.store import ResultsStore
+from pipeline.train.data import load_splits
+from pipeline.train.engine import train
 
 REPO = Path(__file__).resolve().parents[1]
 

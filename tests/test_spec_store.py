@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from cells import Cell, index_of
-from pipeline.spec import SpecError, load_spec, spec_from_dict
-from pipeline.store import ResultsStore, StoreError
-from pipeline.units import plan_units
-from pipeline.worker import no_path_row
+from pipeline.run.rows import no_path_row
+from pipeline.run.spec import SpecError, load_spec, spec_from_dict
+from pipeline.run.store import ResultsStore, StoreError
+from pipeline.run.units import plan_units
 
 REPO = Path(__file__).resolve().parents[1]
 NO_PATH = index_of(Cell.parse("3_00_003"))

@@ -16,7 +16,7 @@ import yaml
 from raytools import CELLS, write_config
 
 from pipeline.__main__ import main
-from pipeline.spec import load_spec
+from pipeline.run.spec import load_spec
 
 NO_PATH = 10  # an NB201 index without an input->output path: a row with no training
 
@@ -27,19 +27,19 @@ class Reached(Exception):
 
 @pytest.fixture
 def no_ray(monkeypatch):
-    import pipeline.orchestrate
+    import pipeline.sweep.orchestrate
 
     def connect(*_: object, **__: object) -> None:
         raise Reached
 
-    monkeypatch.setattr(pipeline.orchestrate, "connect", connect)
+    monkeypatch.setattr(pipeline.sweep.orchestrate, "connect", connect)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
 
 def seed_run(config: Path, *flags: str) -> Path:
     """A run folder as a finished earlier run leaves it: identity recorded, one row (a no-path row)."""
-    from pipeline.orchestrate import _prepare, _stamped
-    from pipeline.worker import no_path_row
+    from pipeline.run.rows import no_path_row
+    from pipeline.sweep.orchestrate import _prepare, _stamped
 
     spec = load_spec(config, dict(f.split("=", 1) for f in flags))
     data, store, lock = _prepare(spec, lambda _: None)
@@ -69,7 +69,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 def other_images(cifar10_dir: Path, target: Path) -> Path:
     """A copy of the CIFAR-10 folder with one pixel of the test batch changed: same layout, other data."""
-    from pipeline.data import safe_unpickle
+    from pipeline.train.data import safe_unpickle
 
     shutil.copytree(cifar10_dir, target)
     batch = next(target.rglob("test_batch"))
@@ -130,12 +130,12 @@ def test_unusable_results_store_is_one_line_and_left_alone(tmp_path, cifar10_dir
 
 
 def test_changed_code_is_refused_unless_allowed_and_then_recorded(tmp_path, cifar10_dir, no_ray, capsys, monkeypatch):
-    import pipeline.identity
+    import pipeline.run.identity
 
     config = write_config(tmp_path / "c.yaml", cifar10_dir, CELLS[:1], tmp_path / "results")
     run_dir = seed_run(config)
     old = pd.read_parquet(run_dir / "results.parquet")["code_identity"].iloc[0]
-    monkeypatch.setattr(pipeline.identity, "code_identity", lambda: "feedfacefeedface")
+    monkeypatch.setattr(pipeline.run.identity, "code_identity", lambda: "feedfacefeedface")
     before = snapshot(tmp_path / "results")
     code, err = evaluate(config, capsys)
     line = one_error(err)
@@ -147,7 +147,7 @@ def test_changed_code_is_refused_unless_allowed_and_then_recorded(tmp_path, cifa
         meta = dict(connection.execute("SELECT key, value FROM run_meta"))
     assert meta["code_identity"] == "feedfacefeedface" and old in meta["code_changes"]
     with pytest.raises(Reached):  # once recorded, the old rows are this run's: no flag needed
-        monkeypatch.setattr(pipeline.identity, "code_identity", lambda: old)
+        monkeypatch.setattr(pipeline.run.identity, "code_identity", lambda: old)
         evaluate(config, capsys, "--allow-code-change")
 
 
@@ -166,7 +166,7 @@ def test_rows_and_run_meta_carry_the_identity(tmp_path, cifar10_dir):
 def test_second_driver_on_a_run_folder_names_the_holder(tmp_path, cifar10_dir, no_ray, capsys):
     import os
 
-    from pipeline.runlock import RunLock
+    from pipeline.run.lock import RunLock
 
     config = write_config(tmp_path / "c.yaml", cifar10_dir, CELLS[:1], tmp_path / "results")
     run_dir = load_spec(config).run_dir
@@ -185,19 +185,19 @@ def test_second_driver_on_a_run_folder_names_the_holder(tmp_path, cifar10_dir, n
 def test_disk_full_mid_run_is_one_line_with_the_store_whole_and_exported(tmp_path, cifar10_dir, capsys, monkeypatch):
     import errno
 
-    import pipeline.orchestrate as orchestrate
+    import pipeline.sweep.orchestrate as orchestrate
 
     config = write_config(tmp_path / "c.yaml", cifar10_dir, CELLS[:1], tmp_path / "results")
 
     def train_two_then_fill_the_disk(spec, selected, data, store, log):
-        from pipeline.worker import no_path_row
+        from pipeline.run.rows import no_path_row
 
         for seed in (0, 1):
             store.write([no_path_row(spec, spec.protocols[0], NO_PATH, seed, None)])
         raise sqlite3.OperationalError("database or disk is full")
 
     monkeypatch.setattr(orchestrate, "connect", lambda *a, **k: None)
-    monkeypatch.setattr(orchestrate, "check_resources", lambda spec: None)
+    monkeypatch.setattr(orchestrate, "check_cluster_resources", lambda spec: None)
     monkeypatch.setattr(orchestrate, "_train_all", train_two_then_fill_the_disk)
     code, err = evaluate(config, capsys)
     line = one_error(err)
@@ -259,16 +259,16 @@ def test_report_without_a_covering_reference_keeps_the_good_report(tmp_path, pub
 
 
 def test_unmeetable_resources_are_refused_with_the_largest_node():
-    from pipeline.preflight import ResourceError, check_resources
+    from pipeline.sweep.preflight import ResourceError, check_trial_fits
 
     nodes = [{"CPU": 2.0}, {"CPU": 8.0, "GPU": 0.0}]
-    check_resources(2, 0, nodes, autoscaling=False)
+    check_trial_fits(2, 0, nodes, autoscaling=False)
     with pytest.raises(ResourceError, match=r"cpus_per_trial <= 8") as error:
-        check_resources(64, 0, nodes, autoscaling=False)
+        check_trial_fits(64, 0, nodes, autoscaling=False)
     assert "\n" not in str(error.value)
     with pytest.raises(ResourceError, match=r"gpus_per_trial <= 0"):
-        check_resources(1, 1, nodes, autoscaling=False)
-    check_resources(1, 1, nodes, autoscaling=True)  # a GPU node may still come
+        check_trial_fits(1, 1, nodes, autoscaling=False)
+    check_trial_fits(1, 1, nodes, autoscaling=True)  # a GPU node may still come
 
 
 # --- 6. embedded Ray on loopback -----------------------------------------------------------------------
@@ -280,9 +280,9 @@ def test_embedded_ray_listens_on_loopback_only(root, monkeypatch, capfd):
     start prints no token-auth warning and no ANSI codes; an unmeetable request is refused at once."""
     import psutil
 
-    from pipeline import cluster
-    from pipeline.preflight import ResourceError
-    from pipeline.spec import spec_from_dict
+    from pipeline.run.spec import spec_from_dict
+    from pipeline.sweep import cluster, preflight
+    from pipeline.sweep.preflight import ResourceError
 
     home = root / "home"
     home.mkdir()
@@ -308,7 +308,7 @@ def test_embedded_ray_listens_on_loopback_only(root, monkeypatch, capfd):
             {"name": "r", "protocols": [{"name": "p", "lr": 0.1}], "resources": {"cpus_per_trial": 64}}
         )
         with pytest.raises(ResourceError, match="no node of the cluster"):
-            cluster.check_resources(spec)
+            preflight.check_cluster_resources(spec)
     finally:
         cluster.shutdown()
     out, err = capfd.readouterr()

@@ -1,7 +1,7 @@
 """The sweep: every (cell, protocol, seed) of a run config trained through Ray, resumable.
 
 Read top to bottom: `sweep` checks every user input before Ray starts (`_prepare`), resolves
-the base LRs (pipeline.base_lr), asks the store what is left (`units.remaining`, a pure step),
+the base LRs (pipeline.sweep.finder), asks the store what is left (`units.remaining`, a pure step),
 writes the rows that need no training, and `drain`s the rest through Ray tasks, writing each
 unit's rows as it lands. The driver is the only writer of the results store.
 
@@ -25,25 +25,12 @@ from typing import Any
 import ray
 
 from core.atomic import atomic_write_text
-from pipeline.base_lr import resolve_base_lrs
-from pipeline.cluster import (
-    Log,
-    check_address,
-    check_resources,
-    connect,
-    fuse_size,
-    gpus_per_trial,
-    job_path_warnings,
-    placement,
-    shutdown,
-    task_attempt,
-    task_device,
-)
-from pipeline.identity import RunIdentity, check_resume
-from pipeline.preflight import check_base_lr_cache, check_labels
-from pipeline.runlock import RunLock
-from pipeline.spec import RunSpec
-from pipeline.store import (
+from core.runfiles import RESULTS_DB, RESULTS_TABLE, SPEC_FILE
+from pipeline.run.identity import RunIdentity, check_resume
+from pipeline.run.lock import RunLock
+from pipeline.run.rows import no_path_row, unit_rows
+from pipeline.run.spec import RunSpec
+from pipeline.run.store import (
     DiskFullError,
     ResultsMirror,
     ResultsStore,
@@ -53,8 +40,23 @@ from pipeline.store import (
     make_run_dir,
     point_latest,
 )
-from pipeline.units import Todo, Unit, fused_groups, remaining
-from pipeline.worker import no_path_row, run_group, unit_rows
+from pipeline.run.units import Todo, Unit, fused_groups, remaining
+from pipeline.sweep.cluster import (
+    Log,
+    check_address,
+    connect,
+    fuse_size,
+    gpus_per_trial,
+    job_path_warnings,
+    placement,
+    shutdown,
+    task_attempt,
+    task_device,
+)
+from pipeline.sweep.finder import resolve_base_lrs
+from pipeline.sweep.preflight import check_base_lr_cache, check_cluster_resources, check_labels
+from pipeline.sweep.worker import run_group
+from pipeline.train.data import load_splits
 
 
 @ray.remote
@@ -198,8 +200,6 @@ def _prepare(spec: RunSpec, log: Log, *, allow_code_change: bool = False) -> tup
     labels and fingerprint), the run's identity against what its folder holds (read-only first, so a
     refused run changes no file), then the folder's lock. Returns the data, the open store and the
     held lock; spec.yaml and results/latest are written only once the run is known to be this one."""
-    from pipeline.data import load_splits
-
     check_base_lr_cache(spec)
     data = load_splits(
         spec.dataset,
@@ -212,7 +212,7 @@ def _prepare(spec: RunSpec, log: Log, *, allow_code_change: bool = False) -> tup
     check_labels(data, str(spec.data_dir))
     log(data.describe())
     identity = RunIdentity.of(spec, data.fingerprint)
-    db = spec.run_dir / "results.sqlite"
+    db = spec.run_dir / RESULTS_DB
     check_resume(identity, inspect_store(db), str(db), allow_code_change=allow_code_change)
     if spec.results_uri:
         ResultsMirror(spec.results_uri, spec.run_id)  # its probe write, before this run writes anything
@@ -227,7 +227,7 @@ def _prepare(spec: RunSpec, log: Log, *, allow_code_change: bool = False) -> tup
     if code_changed:
         log(f"code changed since this run's rows were trained (now {identity.code_identity}); kept, recorded")
     store.write_meta(identity.meta(stored.meta if stored else None, code_changed=code_changed))
-    atomic_write_text(spec.run_dir / "spec.yaml", spec.to_yaml())
+    atomic_write_text(spec.run_dir / SPEC_FILE, spec.to_yaml())
     point_latest(spec.run_dir)
     return data, store, lock
 
@@ -256,7 +256,7 @@ def sweep(spec: RunSpec, address: str | None, log: Log = print, *, allow_code_ch
         try:
             connect(address)
             try:
-                check_resources(spec)
+                check_cluster_resources(spec)
                 counts = _train_all(spec, selected, data, store, log)
             finally:
                 shutdown()
@@ -265,7 +265,7 @@ def sweep(spec: RunSpec, address: str | None, log: Log = print, *, allow_code_ch
     except (OSError, sqlite3.OperationalError) as error:
         if not is_disk_full(error):
             raise
-        kept = "results.sqlite and results.parquet" if table else "results.sqlite"
+        kept = f"{RESULTS_DB} and {RESULTS_TABLE}" if table else RESULTS_DB
         raise DiskFullError(
             f"disk full while writing {spec.run_dir} ({error}); every finished unit is in {kept}: free space and "
             "rerun the same command to resume"
@@ -286,7 +286,7 @@ def find_base_lrs(spec: RunSpec, address: str | None, log: Log = print) -> dict[
     try:
         connect(address)
         try:
-            check_resources(spec)
+            check_cluster_resources(spec)
             return resolve_base_lrs(spec, ray.put(data), data.fingerprint, log)
         finally:
             shutdown()

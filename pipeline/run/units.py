@@ -13,9 +13,9 @@ from functools import cache
 import pandas as pd
 
 from cells import INIT_RULES, Cell, all_cells
-from cells.export import class_column
+from cells.export import cells_table, class_column
 from core.rows import FINISHED
-from pipeline.spec import Protocol, RunSpec
+from pipeline.run.spec import Protocol, RunSpec
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,6 @@ class Unit:
 
 @cache
 def _class_columns() -> pd.DataFrame:
-    from cells.export import cells_table
-
     return cells_table()[[*dict.fromkeys(class_column(rule) for rule in INIT_RULES), "has_path"]]
 
 
@@ -113,7 +111,7 @@ def remaining(spec: RunSpec, selected: list[int], stored: dict[tuple[str, int, i
 
 def fused_groups(train: tuple[tuple[Unit, int], ...], k: int) -> list[list[tuple[Unit, int]]]:
     """The units to train, as groups of at most `k` that train the same cell (one fused network
-    each, pipeline/fused.py); k = 1 gives one unit per group. Order of first appearance is kept."""
+    each, pipeline/train/fused.py); k = 1 gives one unit per group. Order of first appearance is kept."""
     by_cell: dict[int, list[tuple[Unit, int]]] = {}
     for item in train:
         by_cell.setdefault(item[0].cell, []).append(item)

@@ -43,9 +43,9 @@ from torch import nn
 
 from cells import Cell
 from core.config import TrainConfig
-from pipeline.data import DatasetSplits, Normalise, TrainBatches, eval_batches
-from pipeline.engine import TrainRecord, describe_device, prepare_device
-from pipeline.model import BN_MOMENTUM, InferCell, ReLUConvBN, TinyNetwork, build_model, n_params
+from pipeline.train.data import DatasetSplits, Normalise, TrainBatches, eval_batches
+from pipeline.train.engine import TrainRecord, describe_device, prepare_device
+from pipeline.train.model import BN_MOMENTUM, InferCell, ReLUConvBN, TinyNetwork, build_model, n_params
 
 # --- the fused network --------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ from typing import Any
 import pydantic
 import yaml
 
-from cells import INIT_RULES, LR_RULES, N_CELLS, Cell, CellError, cell_at, scaled_lr
+from cells import INIT_RULES, LR_RULES, N_CELLS, Cell, CellError, cell_at, index_of, scaled_lr
+from cells.export import cells_table
 from core.config import SCHEDULES, TrainConfig
 from core.datasets import DATASET_NAMES, DATASETS
 from core.errors import UserError
@@ -87,8 +88,6 @@ class CellSelection:
         if self.select == "all":
             return list(range(N_CELLS))
         if self.select == "classes":
-            from cells.export import cells_table
-
             table = cells_table()
             return table.loc[table["representative"], "nb201_index"].tolist()
         if self.select == "sample":
@@ -99,7 +98,7 @@ class CellSelection:
 @dataclass(frozen=True)
 class BaseLRSearch:
     """Grid for the base-LR finder (paper §4): log-spaced from `low` to `high`, each point trained
-    for `epochs` at a constant LR once per seed in `seeds` (pipeline.base_lr says how it picks)."""
+    for `epochs` at a constant LR once per seed in `seeds` (pipeline.sweep.finder says how it picks)."""
 
     __pydantic_config__ = _TYPED
 
@@ -118,7 +117,7 @@ class BaseLRSearch:
 
 @dataclass(frozen=True)
 class Resources:
-    """What one unit asks Ray for. `gpus_per_trial: auto` packs by model size (see pipeline.packing)."""
+    """What one unit asks Ray for. `gpus_per_trial: auto` packs by model size (see pipeline.sweep.packing)."""
 
     __pydantic_config__ = _TYPED
 
@@ -126,7 +125,7 @@ class Resources:
     gpus_per_trial: float | str = 0.0
     torch_threads: int = 1
     fuse: int | str = "auto"
-    """Units of one cell trained as one fused network per task (pipeline/fused.py): a number, or
+    """Units of one cell trained as one fused network per task (pipeline/train/fused.py): a number, or
     `auto` = 8 where tasks get GPUs, 1 on CPUs (one thread per net: K=2 trains 1.23-1.44x the
     images/s of a lone net at cpu.yaml's C=4, 16 px, batch 64, but 0.87-1.04x at C=8, 32 px,
     batch 256; so CPU configs opt in, as cpu.yaml does)."""
@@ -140,7 +139,7 @@ class RunSpec:
     name: str
     dataset: str = "cifar10"
     data_dir: str | tuple[str, ...] = "../shared/data/cifar10"
-    """One folder, or several (a list; or one string joined by ':') whose files are joined (pipeline.data)."""
+    """One folder, or several (a list; or one string joined by ':') whose files are joined (pipeline.train.data)."""
     download: bool = False
     width: int = 16
     cells_per_stage: int = 5
@@ -210,8 +209,6 @@ class RunSpec:
 
 def parse_cell_ref(ref: object) -> int:
     """An NB201 index, or any cell string form -> index."""
-    from cells import index_of
-
     if isinstance(ref, int) and not isinstance(ref, bool):
         cell_at(ref)  # range check
         return ref

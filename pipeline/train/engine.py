@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from cells import Cell
 from core.config import TrainConfig
 from core.errors import UserError
-from pipeline.data import DatasetSplits, Normalise, TrainBatches, eval_batches
-from pipeline.model import TinyNetwork, build_model, n_params
+from pipeline.train.data import DatasetSplits, Normalise, TrainBatches, eval_batches
+from pipeline.train.model import TinyNetwork, build_model, n_params
 
 DIVERGENCE_CHECK_EVERY = 25
 """Steps between finiteness checks on CUDA (each check syncs); on the CPU every step is checked."""

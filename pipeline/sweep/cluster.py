@@ -1,10 +1,10 @@
 """Ray, joined or started: the cluster connection, what a task may ask of it, where a task ran.
 
 `connect` joins the cluster at RAY_ADDRESS (or `--address`), else starts an embedded local Ray;
-the sweep (pipeline.orchestrate) and the base-LR finder (pipeline.base_lr) run on it. Together
+the sweep (pipeline.sweep.orchestrate) and the base-LR finder (pipeline.sweep.finder) run on it. Together
 these three are the only modules that import Ray; the engine runs without it.
 
-GPUs: a task asks for `gpus_per_trial` (a fraction: several nets share one GPU, pipeline.packing);
+GPUs: a task asks for `gpus_per_trial` (a fraction: several nets share one GPU, pipeline.sweep.packing);
 Ray sets CUDA_VISIBLE_DEVICES to the GPU it assigned, so inside the task torch's `cuda` (= cuda:0)
 is that GPU. `placement()` records the assignment for the `device` column:
 `...; ray gpu ids [0], CUDA_VISIBLE_DEVICES=0; node 10.0.0.7`.
@@ -22,10 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import torch
+from ray._private import ray_constants
 
 from core.errors import UserError
-from pipeline.spec import RunSpec
-from pipeline.worker import FAULT_ENV, TRIAL_PID_ENV
+from pipeline.run.spec import RunSpec
+from pipeline.sweep.drills import FAULT_ENV, TRIAL_PID_ENV
+from pipeline.sweep.packing import gpu_fraction
+from pipeline.train.data import data_dirs
 
 Log = Callable[[str], None]
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -106,20 +110,7 @@ def _embedded_on_loopback() -> None:
         os.environ.setdefault(name, value)
     # Ray's default for a local cluster (token auth on) is fine here; its warning saying so is noise.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    from ray._private import ray_constants
-
     ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"].lower() in ("1", "true")
-
-
-def check_resources(spec: RunSpec, autoscaling: bool | None = None) -> None:
-    """Right after connecting: some alive node can hold one trial (else Ray would leave it pending
-    forever). Raises preflight.ResourceError."""
-    from pipeline.preflight import check_resources as check
-
-    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
-    if autoscaling is None:
-        autoscaling = os.environ.get("NB201_AUTOSCALING", "") == "1"
-    check(spec.resources.cpus_per_trial, gpus_per_trial(spec), nodes, autoscaling)
 
 
 def task_attempt() -> int:
@@ -148,8 +139,6 @@ def job_path_warnings(spec: RunSpec) -> list[str]:
         return []
     where = f"this job's working directory ({Path.cwd()}), which Ray deletes in time"
     warnings = []
-    from pipeline.data import data_dirs
-
     if not all(folder.is_absolute() for folder in data_dirs(spec.data_dir)):
         warnings.append(f"warning: data_dir {spec.data_dir!r} is inside {where}: pass --data-dir on the head's disk")
     if not Path(spec.results_dir).is_absolute() and not spec.results_uri:
@@ -169,8 +158,6 @@ def task_device(preferred: str) -> str:
     """CUDA when Ray gave this task a GPU and torch sees one; CPU otherwise."""
     if preferred == "cpu":
         return "cpu"
-    import torch
-
     return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
 
 
@@ -188,8 +175,6 @@ def placement() -> str:
 
 def gpus_per_trial(spec: RunSpec) -> float:
     """Resolved GPU fraction: a number from the spec, or `auto` packing by model size."""
-    from pipeline.packing import gpu_fraction
-
     value = spec.resources.gpus_per_trial
     if value == "auto":
         has_gpus = ray.cluster_resources().get("GPU", 0) > 0

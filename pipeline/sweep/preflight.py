@@ -7,15 +7,18 @@ node of the cluster can give (a task asking for them would wait forever).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import ray
 
 from core.errors import UserError
-from pipeline.spec import RunSpec
-
-if TYPE_CHECKING:
-    from pipeline.data import DatasetSplits
+from core.runfiles import BASE_LR_CACHE
+from pipeline.run.base_lr import read_cache
+from pipeline.run.spec import RunSpec
+from pipeline.sweep.cluster import gpus_per_trial
+from pipeline.train.data import DataError, DatasetSplits
 
 
 class ResourceError(UserError):
@@ -24,8 +27,6 @@ class ResourceError(UserError):
 
 def check_labels(data: DatasetSplits, data_dir: str) -> None:
     """Every label of every split lies in 0..num_classes-1 (else every unit would fail, one traceback each)."""
-    from pipeline.data import DataError
-
     for name, labels in [("train", data.train_y), *((n, y) for n, (_, y) in data.eval.items())]:
         if len(labels) == 0:
             continue
@@ -39,13 +40,11 @@ def check_labels(data: DatasetSplits, data_dir: str) -> None:
 
 def check_base_lr_cache(spec: RunSpec) -> None:
     """The base-LR cache is read after Ray starts; read it now so a damaged file fails first."""
-    from pipeline.base_lr import read_cache
-
     if any(p.base_lr == "auto" for p in spec.protocols):
-        read_cache(Path(spec.results_dir) / "base_lr_cache.json")
+        read_cache(Path(spec.results_dir) / BASE_LR_CACHE)
 
 
-def check_resources(cpus: float, gpus: float, nodes: Iterable[Mapping[str, float]], autoscaling: bool) -> None:
+def check_trial_fits(cpus: float, gpus: float, nodes: Iterable[Mapping[str, float]], autoscaling: bool) -> None:
     """Some node must hold `cpus` CPUs and `gpus` GPUs at once (Ray places a task on one node).
 
     `nodes`: each alive node's total resources. On an autoscaling cluster a node may still come,
@@ -64,3 +63,12 @@ def check_resources(cpus: float, gpus: float, nodes: Iterable[Mapping[str, float
         f"{largest.get('CPU', 0):g} CPUs, {largest.get('GPU', 0):g} GPUs over {len(nodes)} node(s)), so it "
         f"would wait forever; set {' and '.join(fix) or 'smaller resources'} (--set ...) or add such a node"
     )
+
+
+def check_cluster_resources(spec: RunSpec, autoscaling: bool | None = None) -> None:
+    """Right after connecting: some alive node of the cluster can hold one trial (else Ray would leave
+    it pending forever). `NB201_AUTOSCALING=1` says nodes may still come."""
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    if autoscaling is None:
+        autoscaling = os.environ.get("NB201_AUTOSCALING", "") == "1"
+    check_trial_fits(spec.resources.cpus_per_trial, gpus_per_trial(spec), nodes, autoscaling)

@@ -39,7 +39,7 @@ BN_MOMENTUM = 0.1
 class ReLUConvBN(nn.Module):
     """NB201's `ReLUConvBN`: ReLU → Conv(k, pad k//2, no bias) → BN(affine, running stats).
 
-    `groups` > 1 is K of them side by side (pipeline/fused.py): one grouped conv, BN per channel."""
+    `groups` > 1 is K of them side by side (pipeline/train/fused.py): one grouped conv, BN per channel."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
         super().__init__()
@@ -88,7 +88,7 @@ def edge_module(op: str, channels: int, groups: int = 1) -> nn.Module:
 class InferCell(nn.Module):
     """One NB201 cell (stride 1, C→C). Node j = Σ incoming edges; the cell returns node 3.
 
-    `groups` = K builds K cells side by side over `channels` = K·C (pipeline/fused.py): every op
+    `groups` = K builds K cells side by side over `channels` = K·C (pipeline/train/fused.py): every op
     is channelwise or a grouped conv, so the same live-graph plan serves K models."""
 
     def __init__(self, cell: Cell, channels: int, prune: bool = True, groups: int = 1) -> None:

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pyarrow import fs
 
 from core.atomic import atomic_path
 from core.errors import UserError
 from core.rows import KEY, arrow_schema, column_kinds, encode_json, sqlite_columns, to_record
+from core.runfiles import LATEST, RESULTS_DB, RESULTS_TABLE
 
 
 class StoreError(UserError):
@@ -101,8 +103,6 @@ class ResultsMirror:
     so that a wrong URI or missing credentials fail before any training."""
 
     def __init__(self, uri: str, run_id: str) -> None:
-        from pyarrow import fs
-
         self.uri = f"{uri.rstrip('/')}/{run_id}"
         try:
             self._fs, base = fs.FileSystem.from_uri(uri)
@@ -159,9 +159,6 @@ def make_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
-LATEST = "latest"
-
-
 def point_latest(run_dir: Path) -> Path:
     """`<results_dir>/latest` -> the run folder (a relative symlink, replaced atomically), so that
     `pd.read_parquet("results/latest/results.parquet")` reads the newest run. Where the filesystem
@@ -188,7 +185,7 @@ class ResultsStore:
     def __init__(self, run_dir: Path, mirror_uri: str | None = None) -> None:
         self.run_dir = make_run_dir(run_dir)
         self.mirror = ResultsMirror(mirror_uri, self.run_dir.name) if mirror_uri else None
-        self.path = self.run_dir / "results.sqlite"
+        self.path = self.run_dir / RESULTS_DB
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -250,7 +247,7 @@ class ResultsStore:
 
     def export_parquet(self) -> Path:
         """Rewrite results.parquet atomically from the SQLite table, then copy it to the mirror."""
-        out = self.run_dir / "results.parquet"
+        out = self.run_dir / RESULTS_TABLE
         with atomic_path(out) as tmp:
             self.table().to_parquet(tmp, index=False, schema=arrow_schema())
         if self.mirror is not None:

@@ -19,8 +19,9 @@ from pathlib import Path
 from types import TracebackType
 
 from core.errors import UserError
+from core.runfiles import LOCK_FILE
 
-LOCK_NAME = ".lock"
+LOCK_NAME = LOCK_FILE
 
 
 class RunLockError(UserError):

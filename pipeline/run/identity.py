@@ -18,8 +18,8 @@ from typing import Any
 
 from core.errors import UserError
 from core.provenance import code_identity, code_version
-from pipeline.spec import RunSpec
-from pipeline.store import StoredRun
+from pipeline.run.spec import RunSpec
+from pipeline.run.store import StoredRun
 
 SCHEMA = "1"
 """Version of the `run_meta` layout below."""

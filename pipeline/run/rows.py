@@ -1,0 +1,91 @@
+"""The rows a training becomes (`core.rows.TrialRow`): the columns every row has, a trained unit's
+outcome spread over its class members, and a `TrainRecord` as columns.
+
+Every value a row holds is taken from the config that trained (`TrainRecord.config`) or from the
+run's spec where no training happened (no-path and failed rows).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from cells import all_cells
+from core.provenance import code_identity, code_version
+from pipeline.run.spec import Protocol, RunSpec
+from pipeline.run.units import Unit, class_id_of
+
+if TYPE_CHECKING:
+    from pipeline.train.engine import TrainRecord
+
+
+def base_row(spec: RunSpec, protocol: Protocol, index: int, seed: int, base_lr: float | None) -> dict[str, Any]:
+    """The columns every row has, whether trained, shared, failed or without a path (`core.rows.TrialRow`)."""
+    return {
+        "run_id": spec.run_id,
+        "dataset": spec.dataset,
+        "protocol": protocol.name,
+        "nb201_index": index,
+        "seed": seed,
+        "arch_str": all_cells()[index].arch_str,
+        "class_id": class_id_of(index, protocol.init),
+        "init_rule": protocol.init,
+        "lr_rule": protocol.lr_rule,
+        "base_lr": base_lr,
+        "width": spec.width,
+        "cells_per_stage": spec.cells_per_stage,
+        "epochs": spec.epochs,
+        "batch_size": spec.batch_size,
+        "code_version": code_version(),
+        "code_identity": code_identity(),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def no_path_row(spec: RunSpec, protocol: Protocol, index: int, seed: int, base_lr: float | None) -> dict[str, Any]:
+    row = base_row(spec, protocol, index, seed, base_lr)
+    row.update(status="no-path", shared=False, attempts=0, error="no input->output path; not trained")
+    return row
+
+
+def unit_rows(spec: RunSpec, unit: Unit, base_lr: float | None, outcome: dict[str, Any], attempts: int) -> list[dict]:
+    """One row per member: the representative's outcome, flagged `shared` on the others."""
+    rows = []
+    for index in unit.members:
+        row = base_row(spec, unit.protocol, index, unit.seed, base_lr)
+        row.update(outcome, shared=index != unit.cell, trained_index=unit.cell, attempts=attempts)
+        rows.append(row)
+    return rows
+
+
+def record_columns(record: TrainRecord) -> dict[str, Any]:
+    """A training record as TrialRow columns: every field that matters survives into the row."""
+    result = record.to_dict()
+    cfg = record.config
+    return {
+        "status": result["status"],
+        "lr": cfg.lr,
+        "lr_schedule": cfg.schedule,
+        "momentum": cfg.momentum,
+        "nesterov": cfg.nesterov,
+        "weight_decay": cfg.weight_decay,
+        "precision": result["precision"],
+        "valid_acc": result["eval_acc"].get("valid"),
+        "test_acc": result["eval_acc"].get("test"),
+        "valid_loss": result["eval_loss"].get("valid"),
+        "test_loss": result["eval_loss"].get("test"),
+        "train_acc": result["train_acc"][-1] if result["train_acc"] else None,
+        "train_loss": result["train_loss"],
+        "train_acc_curve": result["train_acc"],
+        "diverged_epoch": result["diverged_epoch"],
+        "eval_epochs": result["eval_epochs"] or None,
+        "valid_acc_curve": result["eval_curve"].get("valid"),
+        "test_acc_curve": result["eval_curve"].get("test"),
+        "steps": result["steps"],
+        "n_train": result["n_train"],
+        "n_params": result["n_params"],
+        "wall_s": result["wall_s"],
+        "images_per_s": result["images_per_s"],
+        "device": result["device"],
+        "error": None,
+    }
