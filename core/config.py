@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from core import nb201
 from core.errors import UserError
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
@@ -28,16 +29,16 @@ class ConfigError(UserError):
 class TrainConfig:
     """One training: network size, init, optimisation, numerics and where it runs."""
 
-    width: int = 16
-    cells_per_stage: int = 5
-    init_rule: str = "torch-default"
-    lr: float = 0.1
-    epochs: int = 200
-    batch_size: int = 256
+    width: int = nb201.WIDTH
+    cells_per_stage: int = nb201.CELLS_PER_STAGE
+    init_rule: str = nb201.INIT_RULE
+    lr: float = nb201.LR
+    epochs: int = nb201.EPOCHS
+    batch_size: int = nb201.BATCH_SIZE
     seed: int = 0
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = True
+    momentum: float = nb201.MOMENTUM
+    weight_decay: float = nb201.WEIGHT_DECAY
+    nesterov: bool = nb201.NESTEROV
     schedule: str = "epoch"
     precision: str = "auto"
     device: str = "auto"

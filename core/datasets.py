@@ -153,3 +153,19 @@ def dataset_info(name: str) -> DatasetInfo:
         if key.lower() in (info.api_name.lower(), info.column_stem):
             return info
     raise UnknownDatasetError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}")
+
+
+MIN_IMAGE_SIDE = 4
+"""The skeleton halves the side twice (two stride-2 reductions) and its reductions pool 2x2: below
+4 px the last stage has no pixel left."""
+
+
+def image_size_problem(dataset: str, side: object) -> str | None:
+    """Why `side` cannot be this dataset's input side (`image_size`), or None when it can: the one
+    check, shared by the run config, the data reader and the CLI. Block averaging needs a divisor of
+    the native side."""
+    native = DATASETS[dataset].image_size
+    if isinstance(side, int) and not isinstance(side, bool) and MIN_IMAGE_SIDE <= side <= native and native % side == 0:
+        return None
+    sides = ", ".join(str(s) for s in range(MIN_IMAGE_SIDE, native + 1) if native % s == 0)
+    return f"image_size must divide {dataset}'s {native} px and be at least {MIN_IMAGE_SIDE} ({sides}), got {side!r}"

@@ -14,6 +14,8 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from functools import cache
 from typing import Any
 
+from core import nb201
+
 STATUSES: tuple[str, ...] = ("ok", "diverged", "no-path", "failed")
 FINISHED: tuple[str, ...] = ("ok", "diverged", "no-path")
 """Statuses a rerun does not retrain; `failed` units are retried up to max_attempts."""
@@ -74,10 +76,11 @@ class TrialRow:
     lr_schedule: str | None = column(
         "`epoch` (cosine constant within an epoch, NB201's), `step` (cosine per step) or `constant`"
     )
-    width: int = column("channels C of the first stage", default=16)
-    cells_per_stage: int = column("cells N per stage", default=5)
-    epochs: int = column("training epochs", default=200)
-    batch_size: int = column("training batch size", default=256)
+    width: int = column("channels C of the first stage", default=nb201.WIDTH)
+    cells_per_stage: int = column("cells N per stage", default=nb201.CELLS_PER_STAGE)
+    epochs: int = column("training epochs", default=nb201.EPOCHS)
+    batch_size: int = column("training batch size", default=nb201.BATCH_SIZE)
+    image_size: int | None = column("side (px) of the images the network saw (`image_size`, else the dataset's)")
     momentum: float | None = column("SGD momentum")
     nesterov: bool | None = column("Nesterov momentum")
     weight_decay: float | None = column("weight decay on every parameter")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core import nb201
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -25,8 +27,8 @@ class Stage:
 class NetShape:
     """Width C, cells per stage N, input side and classes: all the network's dimensions follow."""
 
-    width: int = 16
-    cells_per_stage: int = 5
+    width: int = nb201.WIDTH
+    cells_per_stage: int = nb201.CELLS_PER_STAGE
     image_size: int = 32
     num_classes: int = 10
 

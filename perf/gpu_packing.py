@@ -14,7 +14,7 @@ import multiprocessing as mp
 import time
 
 from cells import Cell
-from pipeline.run.spec import load_spec
+from pipeline.run.spec_load import load_spec
 
 CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"  # NB201's best
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import ray
 
-from pipeline.run.spec import spec_from_dict
+from pipeline.run.spec_load import spec_from_dict
 from pipeline.run.units import plan_units
 from pipeline.sweep.cluster import connect, shutdown
 from pipeline.sweep.orchestrate import _unit_task
@@ -54,7 +54,8 @@ def main() -> None:
     data = load_splits(spec.dataset, spec.data_dir, max_train=spec.max_train, max_eval=spec.max_eval)
 
     start = time.perf_counter()
-    direct = [run_unit(spec, u, None, data, "cpu")["wall_s"] for u in units]
+    cfgs = [spec.train_config(u.protocol, u.seed, u.lr({"nb201": None}), device="cpu") for u in units]
+    direct = [run_unit(u, cfg, data)["wall_s"] for u, cfg in zip(units, cfgs, strict=True)]
     direct_total = time.perf_counter() - start
 
     home = tempfile.mkdtemp()
@@ -66,7 +67,9 @@ def main() -> None:
     try:
         data_ref = ray.put(data)
         start = time.perf_counter()
-        groups = ray.get([_unit_task.options(num_cpus=1).remote(spec, [u], {"nb201": None}, data_ref) for u in units])
+        groups = ray.get(
+            [_unit_task.options(num_cpus=1).remote([u], [cfg], data_ref) for u, cfg in zip(units, cfgs, strict=True)]
+        )
         outcomes = [group[0] for group in groups]
         ray_total = time.perf_counter() - start
     finally:

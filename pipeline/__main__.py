@@ -18,6 +18,9 @@ from core.datasets import DATASET_NAMES
 from core.errors import UserError
 from pipeline.commands import add_commands
 
+NB201 = TrainConfig()
+"""The defaults of `pipeline train`: NB201's recipe (`core.nb201`), as TrainConfig holds them."""
+
 
 class UsageError(UserError):
     """A request that cannot be served as given; the message says what to change."""
@@ -46,21 +49,27 @@ def add_train_command(subparsers: Any) -> None:
         "(e.g. ../shared/data/cifar10:../shared/data/cifar10/jpeg_q75, cpu.yaml's 14,000 images)",
     )
     p.add_argument("--download", action="store_true", help="fetch CIFAR-10/100 into --data-dir first")
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--width", type=int, default=16, help="channels C of the first stage (NB201: 16)")
-    p.add_argument("--cells-per-stage", type=int, default=5, help="N (NB201: 5)")
+    p.add_argument("--epochs", type=int, default=NB201.epochs, help=f"(NB201: {NB201.epochs})")
+    p.add_argument(
+        "--width", type=int, default=NB201.width, help=f"channels C of the first stage (NB201: {NB201.width})"
+    )
+    p.add_argument(
+        "--cells-per-stage", type=int, default=NB201.cells_per_stage, help=f"N (NB201: {NB201.cells_per_stage})"
+    )
     p.add_argument(
         "--image-size",
         type=int,
         help="downsample inputs to this side by block averaging at load (must divide the dataset's; cpu.yaml: 16)",
     )
     lr = p.add_mutually_exclusive_group()
-    lr.add_argument("--lr", type=float, help="peak learning rate (default 0.1, NB201's)")
+    lr.add_argument("--lr", type=float, default=NB201.lr, help=f"peak learning rate (NB201's: {NB201.lr:g})")
     lr.add_argument("--base-lr", type=float, help="base LR, scaled for this cell by --lr-rule")
     p.add_argument("--lr-rule", choices=LR_RULES, default="official", help="scaling rule used with --base-lr")
-    p.add_argument("--init", choices=INIT_RULES, default="torch-default", help="init rule (NB201's: torch-default)")
+    p.add_argument(
+        "--init", choices=INIT_RULES, default=NB201.init_rule, help=f"init rule (NB201's: {NB201.init_rule})"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=NB201.batch_size)
     p.add_argument(
         "--schedule",
         choices=SCHEDULES,
@@ -103,7 +112,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise UsageError(f"no scaled LR for {cell.official_code}: {scaled.reason}; pass --lr to train it anyway")
         lr, lr_note = scaled.lr, f"base {args.base_lr:g} × {scaled.factor:.4f} ({args.lr_rule} rule)"
     else:
-        lr, lr_note = (args.lr if args.lr is not None else 0.1), "fixed"
+        lr, lr_note = args.lr, "fixed"
     cfg = TrainConfig(
         width=args.width,
         cells_per_stage=args.cells_per_stage,

@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from core.runfiles import REPORT_FILE, RESULTS_DB
-from pipeline.run.spec import RunSpec, SpecError, load_spec
+from pipeline.run.spec import RunSpec, SpecError
+from pipeline.run.spec_load import load_spec
 from pipeline.run.store import ResultsMirror
 
 THROUGHPUT_TABLE = Path(__file__).resolve().parents[1] / "configs" / "throughput.yaml"

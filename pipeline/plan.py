@@ -177,7 +177,7 @@ def make_plan(
     shape, cells = spec.shape, all_cells()
     seconds = flops = 0.0
     for unit in units:
-        macs = network_macs(cells[unit.cell], shape, live_only=True)
+        macs = network_macs(cells[unit.index], shape, live_only=True)
         seconds += spec.epochs * images * throughput.seconds_per_image(macs)
         flops += 6.0 * macs * images * spec.epochs
     per_device = throughput.trials_per_gpu if throughput.trials_per_gpu > 1 else 1

@@ -21,7 +21,8 @@ from pipeline.run.base_lr import (
     pick_base_lr,
     search_record,
 )
-from pipeline.run.spec import BaseLRSearch, spec_from_dict
+from pipeline.run.spec import BaseLRSearch
+from pipeline.run.spec_load import spec_from_dict
 from pipeline.sweep.finder import trial_loss
 from pipeline.train.data import DatasetSplits, load_splits
 

@@ -296,7 +296,8 @@ def test_16px_images_are_2x2_means_with_pad_2(cifar10_dir: Path) -> None:
 
 
 def test_spec_image_size_and_joined_data_dir() -> None:
-    from pipeline.run.spec import SpecError, spec_from_dict
+    from pipeline.run.spec import SpecError
+    from pipeline.run.spec_load import spec_from_dict
 
     base = {"name": "t", "protocols": [{"name": "nb201", "lr": 0.1}]}
     plain = spec_from_dict(base)

@@ -326,7 +326,7 @@ SET_CASES: dict[str, tuple[list[str], str]] = {
 def _seed_run(config: Path) -> Path:
     """The run folder an earlier, finished run of `config` leaves: identity recorded, one row."""
     from pipeline.run.rows import no_path_row
-    from pipeline.run.spec import load_spec
+    from pipeline.run.spec_load import load_spec
     from pipeline.sweep.orchestrate import _prepare, _stamped
 
     spec = load_spec(config)
@@ -433,7 +433,7 @@ def _bad(
 
 
 def load_run_dir(config: dict[str, Any], tmp: Path) -> Path:
-    from pipeline.run.spec import spec_from_dict
+    from pipeline.run.spec_load import spec_from_dict
 
     return spec_from_dict(dict(config)).run_dir
 
@@ -508,7 +508,7 @@ def test_bad_input_exit_code_of_the_real_command(tmp_path, cifar10_dir, publishe
 
 def test_job_driver_warns_about_paths_inside_its_working_dir(tmp_path, cifar10_dir, monkeypatch):
     """As a Ray Job the driver runs in a copy of the repo that Ray deletes: relative paths are named."""
-    from pipeline.run.spec import load_spec
+    from pipeline.run.spec_load import load_spec
     from pipeline.sweep.cluster import JOB_CONFIG_ENV, job_path_warnings
 
     relative = load_spec(write_config(tmp_path / "c.yaml", Path("data/cifar10"), CELLS[:1], Path("results")))

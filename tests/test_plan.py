@@ -15,7 +15,7 @@ from core.datasets import DATASETS
 from core.shape import NetShape
 from pipeline.commands import THROUGHPUT_TABLE
 from pipeline.plan import load_throughput, make_plan
-from pipeline.run.spec import spec_from_dict
+from pipeline.run.spec_load import spec_from_dict
 from pipeline.run.units import class_column, plan_units
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_plan_counts_follow_from_the_spec(published_csv):
     # compute and time: per unit, 6 x live MACs x images x epochs; seconds = overhead + MACs / rate per image
     units, _ = plan_units(spec, selected)
     cells, images = all_cells(), DATASETS["cifar10-valid"].train_images
-    macs = [network_macs(cells[u.cell], NetShape(16, 5, 32, 10), live_only=True) for u in units]
+    macs = [network_macs(cells[u.index], NetShape(16, 5, 32, 10), live_only=True) for u in units]
     assert plan.train_flops == pytest.approx(sum(6.0 * m * images * 200 for m in macs))
     seconds = sum(200 * images * throughput.seconds_per_image(m) for m in macs)
     assert plan.gpu_hours == pytest.approx(seconds / 3600 / throughput.trials_per_gpu)

@@ -10,7 +10,8 @@ import yaml
 from cells import all_cells, class_key
 from cells.export import class_column
 from core.config import TrainConfig
-from pipeline.run.spec import Protocol, SpecError, load_spec, spec_from_dict
+from pipeline.run.spec import Protocol, SpecError
+from pipeline.run.spec_load import load_spec, spec_from_dict
 from pipeline.run.units import plan_units
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from analysis.runs import REQUIRED_COLUMNS
 from core.config import TrainConfig
 from core.rows import COLUMNS, KEY, arrow_schema, markdown_table, sqlite_columns, to_record
 from pipeline.run.rows import no_path_row, record_columns
-from pipeline.run.spec import spec_from_dict
+from pipeline.run.spec_load import spec_from_dict
 from pipeline.run.store import ResultsStore
 from pipeline.train.data import load_splits
 from pipeline.train.engine import train

@@ -10,7 +10,8 @@ import pytest
 
 from cells import Cell, index_of
 from pipeline.run.rows import no_path_row
-from pipeline.run.spec import SpecError, load_spec, spec_from_dict
+from pipeline.run.spec import SpecError
+from pipeline.run.spec_load import load_spec, spec_from_dict
 from pipeline.run.store import ResultsStore, StoreError
 from pipeline.run.units import plan_units
 

@@ -16,7 +16,7 @@ import yaml
 from raytools import CELLS, write_config
 
 from pipeline.__main__ import main
-from pipeline.run.spec import load_spec
+from pipeline.run.spec_load import load_spec
 
 NO_PATH = 10  # an NB201 index without an input->output path: a row with no training
 
@@ -280,7 +280,7 @@ def test_embedded_ray_listens_on_loopback_only(root, monkeypatch, capfd):
     start prints no token-auth warning and no ANSI codes; an unmeetable request is refused at once."""
     import psutil
 
-    from pipeline.run.spec import spec_from_dict
+    from pipeline.run.spec_load import spec_from_dict
     from pipeline.sweep import cluster, preflight
     from pipeline.sweep.preflight import ResourceError
 

@@ -86,7 +86,7 @@ def check_resume(current: RunIdentity, stored: StoredRun | None, where: str, *, 
     meta = stored.meta
     new_name = "give this run a new name (--set name=...) to start a fresh folder"
 
-    run_ids = {meta.get("run_id")} | {run_id for run_id, *_ in stored.identities}
+    run_ids = {meta.get("run_id")} | {identity.run_id for identity in stored.identities}
     run_ids.discard(None)
     if run_ids - {current.run_id}:
         other = sorted(run_ids - {current.run_id})[0]
@@ -99,7 +99,7 @@ def check_resume(current: RunIdentity, stored: StoredRun | None, where: str, *, 
             f"away, or {new_name}"
         )
 
-    fingerprints = {meta.get("data_fingerprint")} | {fp for _, fp, _, _ in stored.identities}
+    fingerprints = {meta.get("data_fingerprint")} | {identity.data_fingerprint for identity in stored.identities}
     fingerprints.discard(None)
     if fingerprints - {current.data_fingerprint}:
         seen = sorted(fingerprints - {current.data_fingerprint})[0]
@@ -109,7 +109,7 @@ def check_resume(current: RunIdentity, stored: StoredRun | None, where: str, *, 
             f"holds data {current.data_fingerprint}; point data_dir (--data-dir) back at the run's data, or {new_name}"
         )
 
-    codes = {meta.get("code_identity")} | {code for *_, code, _ in stored.identities}
+    codes = {meta.get("code_identity")} | {identity.code_identity for identity in stored.identities}
     codes.discard(None)
     if codes - {current.code_identity}:
         if allow_code_change:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cells import all_cells
+from core.config import TrainConfig
 from core.provenance import code_identity, code_version
 from pipeline.run.spec import Protocol, RunSpec
 from pipeline.run.units import Unit, class_id_of
@@ -32,10 +33,6 @@ def base_row(spec: RunSpec, protocol: Protocol, index: int, seed: int, base_lr: 
         "init_rule": protocol.init,
         "lr_rule": protocol.lr_rule,
         "base_lr": base_lr,
-        "width": spec.width,
-        "cells_per_stage": spec.cells_per_stage,
-        "epochs": spec.epochs,
-        "batch_size": spec.batch_size,
         "code_version": code_version(),
         "code_identity": code_identity(),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -43,9 +40,28 @@ def base_row(spec: RunSpec, protocol: Protocol, index: int, seed: int, base_lr: 
 
 
 def no_path_row(spec: RunSpec, protocol: Protocol, index: int, seed: int, base_lr: float | None) -> dict[str, Any]:
+    """A cell that is never trained: its network size is the run's (no config trained it)."""
     row = base_row(spec, protocol, index, seed, base_lr)
+    shape = {"width": spec.width, "cells_per_stage": spec.cells_per_stage, "image_size": spec.shape.image_size}
+    row.update(shape, epochs=spec.epochs, batch_size=spec.batch_size)
     row.update(status="no-path", shared=False, attempts=0, error="no input->output path; not trained")
     return row
+
+
+def config_columns(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings a unit trained with, as row columns: taken from the config that trained, never
+    re-read from the spec."""
+    return {
+        "width": cfg.width,
+        "cells_per_stage": cfg.cells_per_stage,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "lr": cfg.lr,
+        "lr_schedule": cfg.schedule,
+        "momentum": cfg.momentum,
+        "nesterov": cfg.nesterov,
+        "weight_decay": cfg.weight_decay,
+    }
 
 
 def unit_rows(spec: RunSpec, unit: Unit, base_lr: float | None, outcome: dict[str, Any], attempts: int) -> list[dict]:
@@ -53,7 +69,7 @@ def unit_rows(spec: RunSpec, unit: Unit, base_lr: float | None, outcome: dict[st
     rows = []
     for index in unit.members:
         row = base_row(spec, unit.protocol, index, unit.seed, base_lr)
-        row.update(outcome, shared=index != unit.cell, trained_index=unit.cell, attempts=attempts)
+        row.update(outcome, shared=index != unit.index, trained_index=unit.index, attempts=attempts)
         rows.append(row)
     return rows
 
@@ -63,12 +79,8 @@ def record_columns(record: TrainRecord) -> dict[str, Any]:
     result = record.to_dict()
     cfg = record.config
     return {
+        **config_columns(cfg),
         "status": result["status"],
-        "lr": cfg.lr,
-        "lr_schedule": cfg.schedule,
-        "momentum": cfg.momentum,
-        "nesterov": cfg.nesterov,
-        "weight_decay": cfg.weight_decay,
         "precision": result["precision"],
         "valid_acc": result["eval_acc"].get("valid"),
         "test_acc": result["eval_acc"].get("test"),

@@ -43,17 +43,27 @@ META_TABLE = "run_meta"
 
 
 @dataclass(frozen=True)
+class StoredIdentity:
+    """One distinct (run, data, code) among a store's rows, and how many rows carry it."""
+
+    run_id: str | None
+    data_fingerprint: str | None
+    code_identity: str | None
+    rows: int
+
+
+@dataclass(frozen=True)
 class StoredRun:
     """What an existing results.sqlite says about the run(s) that wrote it, read without changing it."""
 
     meta: dict[str, str]
     """The `run_meta` table (empty for a store written before it existed)."""
-    identities: tuple[tuple[str | None, str | None, str | None, int], ...]
-    """(run_id, data_fingerprint, code_identity, rows) per distinct identity among the stored rows."""
+    identities: tuple[StoredIdentity, ...]
+    """Each distinct identity among the stored rows, most rows first."""
 
     @property
     def rows(self) -> int:
-        return sum(n for *_, n in self.identities)
+        return sum(identity.rows for identity in self.identities)
 
 
 def inspect_store(path: Path) -> StoredRun | None:
@@ -79,7 +89,8 @@ def inspect_store(path: Path) -> StoredRun | None:
                 )
             meta = dict(db.execute(f"SELECT key, value FROM {META_TABLE}")) if META_TABLE in tables else {}
             identities = tuple(
-                db.execute(
+                StoredIdentity(*row)
+                for row in db.execute(
                     "SELECT run_id, data_fingerprint, code_identity, COUNT(*) FROM results "
                     "GROUP BY run_id, data_fingerprint, code_identity ORDER BY COUNT(*) DESC"
                 )

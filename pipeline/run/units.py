@@ -20,9 +20,9 @@ from pipeline.run.spec import Protocol, RunSpec
 
 @dataclass(frozen=True)
 class Unit:
-    """One training: `cell` (an NB201 index) stands for every index in `members`."""
+    """One training: the cell at NB201 index `index` stands for every index in `members`."""
 
-    cell: int
+    index: int
     protocol: Protocol
     seed: int
     members: tuple[int, ...]
@@ -30,15 +30,15 @@ class Unit:
 
     @property
     def key(self) -> tuple[str, int, int]:
-        return (self.protocol.name, self.cell, self.seed)
+        return (self.protocol.name, self.index, self.seed)
 
     @property
-    def arch(self) -> Cell:
-        return all_cells()[self.cell]
+    def cell(self) -> Cell:
+        return all_cells()[self.index]
 
     def lr(self, base_lrs: dict[str, float | None]) -> float:
         """The peak LR of this training, given each protocol's resolved base LR."""
-        return self.protocol.lr_for(self.arch, base_lrs[self.protocol.name])
+        return self.protocol.lr_for(self.cell, base_lrs[self.protocol.name])
 
 
 @cache
@@ -114,5 +114,5 @@ def fused_groups(train: tuple[tuple[Unit, int], ...], k: int) -> list[list[tuple
     each, pipeline/train/fused.py); k = 1 gives one unit per group. Order of first appearance is kept."""
     by_cell: dict[int, list[tuple[Unit, int]]] = {}
     for item in train:
-        by_cell.setdefault(item[0].cell, []).append(item)
+        by_cell.setdefault(item[0].index, []).append(item)
     return [members[i : i + k] for members in by_cell.values() for i in range(0, len(members), k)]

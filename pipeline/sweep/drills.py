@@ -34,7 +34,7 @@ def announce_attempt(unit: Unit) -> None:
     if not folder:
         return
     pid = os.getpid()
-    Path(folder, f"{unit.protocol.name}-{unit.cell}-{unit.seed}.{pid}").write_text(str(pid))
+    Path(folder, f"{unit.protocol.name}-{unit.index}-{unit.seed}.{pid}").write_text(str(pid))
     hold, deadline = Path(folder, "hold"), time.monotonic() + HOLD_MAX_S
     while hold.exists() and time.monotonic() < deadline:
         time.sleep(0.05)

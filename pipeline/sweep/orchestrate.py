@@ -25,10 +25,11 @@ from typing import Any
 import ray
 
 from core.atomic import atomic_write_text
+from core.config import TrainConfig
 from core.runfiles import RESULTS_DB, RESULTS_TABLE, SPEC_FILE
 from pipeline.run.identity import RunIdentity, check_resume
 from pipeline.run.lock import RunLock
-from pipeline.run.rows import no_path_row, unit_rows
+from pipeline.run.rows import config_columns, no_path_row, unit_rows
 from pipeline.run.spec import RunSpec
 from pipeline.run.store import (
     DiskFullError,
@@ -60,10 +61,12 @@ from pipeline.train.data import load_splits
 
 
 @ray.remote
-def _unit_task(spec: RunSpec, units: list[Unit], base_lrs: dict[str, float | None], data: Any) -> list[dict]:
-    """Train a group of units of one cell (one fused network when it has several); one outcome each."""
+def _unit_task(units: list[Unit], cfgs: list[TrainConfig], data: Any) -> list[dict]:
+    """Train a group of units of one cell, each as its config says (one fused network when it has
+    several); one outcome each. `auto` devices become the GPU Ray gave this task, if any."""
     where, attempt = placement(), task_attempt()  # Ray's retries of this task are counted in `attempts`
-    outcomes = run_group(spec, units, base_lrs, data, task_device(spec.device))
+    cfgs = [cfg.with_(device=task_device(cfg.device)) for cfg in cfgs]
+    outcomes = run_group(units, cfgs, data)
     for outcome in outcomes:
         outcome["device"] = "; ".join(part for part in (outcome.get("device"), where) if part)
         outcome["ray_attempt"] = attempt
@@ -124,7 +127,9 @@ def drain(
             group = queue.pop(0)
             share = min(1.0, len(group) * gpus)  # a fused group asks for its members' GPU shares, at most one GPU
             task = _unit_task.options(num_cpus=spec.resources.cpus_per_trial, num_gpus=share, max_retries=RAY_RETRIES)
-            pending[task.remote(spec, [unit for unit, _ in group], base_lrs, data_ref)] = group
+            units = [unit for unit, _ in group]
+            cfgs = [spec.train_config(u.protocol, u.seed, u.lr(base_lrs)) for u in units]
+            pending[task.remote(units, cfgs, data_ref)] = group
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=30.0)
         if not ready:
             log(progress.line(min(len(pending), slots)))
@@ -135,7 +140,8 @@ def drain(
                 outcomes = ray.get(ref)
             except ray.exceptions.RayError as error:  # retries exhausted: worker died every time
                 failure = {"status": "failed", "error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
-                outcomes = [dict(failure, lr=unit.lr(base_lrs), ray_attempt=RAY_RETRIES) for unit, _ in group]
+                cfgs = [spec.train_config(u.protocol, u.seed, u.lr(base_lrs)) for u, _ in group]
+                outcomes = [dict(failure, **config_columns(cfg), ray_attempt=RAY_RETRIES) for cfg in cfgs]
             for (unit, attempts), outcome in zip(group, outcomes, strict=True):
                 tries = attempts + 1 + int(outcome.pop("ray_attempt", 0) or 0)
                 rows = unit_rows(spec, unit, base_lrs[unit.protocol.name], outcome, tries)
@@ -146,7 +152,7 @@ def drain(
                 accuracy = outcome.get("test_acc") if outcome.get("test_acc") is not None else outcome.get("valid_acc")
                 shown = f"{accuracy:.2f}%" if accuracy is not None else "-"
                 log(
-                    f"{outcome['status']:>8} {unit.protocol.name:<8} cell {unit.cell:>5} seed {unit.seed} "
+                    f"{outcome['status']:>8} {unit.protocol.name:<8} cell {unit.index:>5} seed {unit.seed} "
                     f"lr {outcome['lr']:.4g} acc {shown} ({outcome.get('wall_s') or 0:.0f}s)  "
                     + progress.line(min(len(pending) + len(queue), slots))
                 )

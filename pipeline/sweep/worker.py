@@ -13,8 +13,8 @@ import numpy
 import ray
 import torch
 
-from pipeline.run.rows import record_columns
-from pipeline.run.spec import RunSpec
+from core.config import TrainConfig
+from pipeline.run.rows import config_columns, record_columns
 from pipeline.run.units import Unit
 from pipeline.sweep.drills import announce_attempt, maybe_kill_self
 from pipeline.train.data import DatasetSplits
@@ -31,40 +31,42 @@ def package_versions() -> dict[str, str]:
     }
 
 
-def run_unit(spec: RunSpec, unit: Unit, base_lr: float | None, data: DatasetSplits, device: str) -> dict:
-    """Train one unit; returns the outcome columns. Exceptions become status `failed`, never escape."""
-    lr = unit.protocol.lr_for(unit.arch, base_lr)
-    outcome: dict[str, Any] = {"lr": lr, "data_fingerprint": data.fingerprint}
+def run_unit(unit: Unit, cfg: TrainConfig, data: DatasetSplits) -> dict[str, Any]:
+    """Train one unit as `cfg` says; returns the outcome columns. Exceptions become status `failed`."""
+    outcome = _started(cfg, data)
     try:
         announce_attempt(unit)
         maybe_kill_self()
-        record = train(unit.arch, data, spec.train_config(unit.protocol, unit.seed, lr, device=device))
+        record = train(unit.cell, data, cfg)
     except Exception as error:  # a failed trial is data, not a crash of the run
-        outcome.update(status="failed", error=f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}")
-        return outcome
+        return dict(outcome, status="failed", error=_failure(error))
     outcome.update(record_columns(record), versions=package_versions())
     return outcome
 
 
-def run_group(
-    spec: RunSpec, units: list[Unit], base_lrs: dict[str, float | None], data: DatasetSplits, device: str
-) -> list[dict]:
-    """Train units of one cell together: one fused network when there are several and their configs
-    allow it (`fused.can_fuse`), else one by one. One outcome per unit, in order; never raises."""
-    lrs = [unit.protocol.lr_for(unit.arch, base_lrs[unit.protocol.name]) for unit in units]
-    cfgs = [spec.train_config(u.protocol, u.seed, lr, device=device) for u, lr in zip(units, lrs, strict=True)]
-    if len(units) == 1 or len({u.cell for u in units}) > 1 or not can_fuse(cfgs):
-        return [run_unit(spec, u, base_lrs[u.protocol.name], data, device) for u in units]
-    outcomes: list[dict[str, Any]] = [{"lr": lr, "data_fingerprint": data.fingerprint} for lr in lrs]
+def run_group(units: list[Unit], cfgs: list[TrainConfig], data: DatasetSplits) -> list[dict[str, Any]]:
+    """Train units of one cell, unit i as `cfgs[i]` says: one fused network when there are several and
+    their configs allow it (`fused.can_fuse`), else one by one. One outcome per unit, in order; never raises."""
+    if len(units) == 1 or len({u.index for u in units}) > 1 or not can_fuse(cfgs):
+        return [run_unit(u, cfg, data) for u, cfg in zip(units, cfgs, strict=True)]
+    outcomes = [_started(cfg, data) for cfg in cfgs]
     try:
         for unit in units:
             announce_attempt(unit)
         maybe_kill_self()
-        records = train_group(units[0].arch, data, cfgs)
+        records = train_group(units[0].cell, data, cfgs)
     except Exception as error:  # the whole group failed: each of its units says why
-        text = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
-        return [dict(outcome, status="failed", error=text) for outcome in outcomes]
+        return [dict(outcome, status="failed", error=_failure(error)) for outcome in outcomes]
     versions = package_versions()
     for outcome, record in zip(outcomes, records, strict=True):
         outcome.update(record_columns(record), versions=versions, fused_k=len(units))
     return outcomes
+
+
+def _started(cfg: TrainConfig, data: DatasetSplits) -> dict[str, Any]:
+    """What a unit's row says before training: the config it runs and the data it reads."""
+    return {**config_columns(cfg), "data_fingerprint": data.fingerprint, "image_size": data.image_size}
+
+
+def _failure(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"

@@ -1,0 +1,118 @@
+"""The semantic checks of a run config: everything that needs no data and no Ray, each check once,
+each failure one line naming the key and the fix (`SpecError`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from cells import INIT_RULES, LR_RULES, N_CELLS
+from core.config import SCHEDULES
+from core.datasets import DATASET_NAMES, image_size_problem
+from pipeline.run.spec import SELECTIONS, RunSpec, SpecError, parse_cell_ref
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A run name is a folder name under results/: no path separators, no leading dot."""
+URI_SCHEMES: tuple[str, ...] = ("file", "s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
+"""What `results_uri` may name: the filesystems `pyarrow.fs.FileSystem.from_uri` knows."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise SpecError(message)
+
+
+def validate(spec: RunSpec) -> None:
+    """All checks that need no data and no Ray: cheap, before any work."""
+    _check(
+        NAME_PATTERN.fullmatch(spec.name) is not None,
+        f"name {spec.name!r} must be a folder name: letters, digits, '.', '_' or '-', not starting with a dot",
+    )
+    _check(
+        spec.dataset in DATASET_NAMES,
+        f"dataset {spec.dataset!r} is unknown; choose one of {', '.join(DATASET_NAMES)}",
+    )
+    for key in ("width", "cells_per_stage", "epochs", "batch_size", "max_attempts"):
+        value = getattr(spec, key)
+        _check(
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            f"{key} must be a positive integer, got {value!r}",
+        )
+    if spec.image_size is not None and spec.dataset in DATASET_NAMES:
+        problem = image_size_problem(spec.dataset, spec.image_size)
+        _check(problem is None, f"{problem} (or null for the native size)")
+    for key in ("max_train", "max_eval"):
+        value = getattr(spec, key)
+        _check(value is None or (isinstance(value, int) and value >= 1), f"{key} must be a positive integer or null")
+    _check(all(isinstance(s, int) for s in spec.seeds) and len(spec.seeds) >= 1, "seeds must be a list of integers")
+    _check(spec.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {spec.device!r}")
+    selection = spec.cells
+    _check(
+        selection.select in SELECTIONS,
+        f"cells.select {selection.select!r} is unknown; choose one of {', '.join(SELECTIONS)}",
+    )
+    if selection.select == "sample":
+        _check(1 <= selection.count <= N_CELLS, f"cells.count must be in 1..{N_CELLS}, got {selection.count}")
+    if selection.select == "list":
+        _check(len(selection.cells) > 0, "cells.select is 'list' but cells.cells is empty")
+        for ref in selection.cells:
+            try:
+                parse_cell_ref(ref)
+            except IndexError as error:
+                raise SpecError(f"cells.cells: {error}") from None
+    names = [p.name for p in spec.protocols]
+    _check(len(set(names)) == len(names), f"protocol names must be unique, got {names}")
+    for p in spec.protocols:
+        where = f"protocol {p.name!r}"
+        _check(p.init in INIT_RULES, f"{where}: init {p.init!r} is unknown; choose one of {', '.join(INIT_RULES)}")
+        _check((p.lr is None) != (p.lr_rule is None), f"{where}: set exactly one of lr (fixed) or lr_rule (scaled)")
+        if p.lr is not None:
+            _check(isinstance(p.lr, int | float) and p.lr > 0, f"{where}: lr must be a positive number")
+            _check(p.base_lr is None, f"{where}: base_lr only applies with lr_rule")
+        else:
+            _check(
+                p.lr_rule in LR_RULES, f"{where}: lr_rule {p.lr_rule!r} is unknown; choose one of {', '.join(LR_RULES)}"
+            )
+            _check(
+                p.base_lr == "auto" or (isinstance(p.base_lr, int | float) and p.base_lr > 0),
+                f"{where}: base_lr must be a positive number or 'auto'",
+            )
+    search = spec.base_lr_search
+    _check(
+        0 < search.low < search.high and search.points >= 1 and search.epochs >= 1 and len(search.seeds) >= 1,
+        "base_lr_search needs 0 < low < high, points >= 1, epochs >= 1 and at least one seed",
+    )
+    _check(
+        spec.schedule in SCHEDULES and spec.schedule != "constant",  # constant is the finder's, not a run's
+        f"schedule {spec.schedule!r} is unknown; choose epoch (NB201's cosine, per epoch) or step (cosine per step)",
+    )
+    _check(
+        isinstance(spec.eval_every, int) and not isinstance(spec.eval_every, bool) and spec.eval_every >= 0,
+        f"eval_every must be an integer >= 0 (0 = evaluate only after the last epoch), got {spec.eval_every!r}",
+    )
+    res = spec.resources
+    _check(
+        isinstance(res.cpus_per_trial, int | float) and res.cpus_per_trial > 0, "resources.cpus_per_trial must be > 0"
+    )
+    _check(
+        res.gpus_per_trial == "auto" or (isinstance(res.gpus_per_trial, int | float) and res.gpus_per_trial >= 0),
+        "resources.gpus_per_trial must be a number >= 0 or 'auto'",
+    )
+    _check(isinstance(res.torch_threads, int) and res.torch_threads >= 1, "resources.torch_threads must be >= 1")
+    _check(
+        res.fuse == "auto" or (isinstance(res.fuse, int) and res.fuse >= 1),
+        f"resources.fuse must be a positive integer or 'auto', got {res.fuse!r}",
+    )
+    _check_results_uri(spec.results_uri)
+
+
+def _check_results_uri(uri: object) -> None:
+    """Shape only (no I/O here): the store opens it, and writes a probe, before any training."""
+    if uri is None:
+        return
+    scheme, sep, rest = str(uri).partition("://")
+    _check(
+        isinstance(uri, str) and ((sep and scheme in URI_SCHEMES and rest) or (not sep and uri.startswith("/"))),
+        f"results_uri must be a URI such as s3://bucket/prefix or file:///abs/path (schemes: "
+        f"{', '.join(URI_SCHEMES)}), got {uri!r}",
+    )
