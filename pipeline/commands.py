@@ -16,10 +16,11 @@ from typing import Any
 
 import yaml
 
+from benchmarks import ReferenceSourceError, open_covering
 from core.runfiles import REPORT_FILE, RESULTS_DB
 from pipeline.run.spec import RunSpec, SpecError
 from pipeline.run.spec_load import load_spec
-from pipeline.run.store import ResultsMirror
+from pipeline.run.store import ResultsMirror, ResultsStore, StoreError, inspect_store
 
 THROUGHPUT_TABLE = Path(__file__).resolve().parents[1] / "configs" / "throughput.yaml"
 
@@ -105,8 +106,6 @@ def check_reference(reference: str | None, dataset: str) -> None:
     """Open the report's reference source now and check that it has the number the report compares a
     `dataset` run with, so that a wrong path, format or source fails in seconds rather than after the
     sweep (raises benchmarks.ReferenceSourceError)."""
-    from benchmarks import ReferenceSourceError, open_covering
-
     try:
         open_covering(reference, dataset)
     except ReferenceSourceError as error:  # one line: a parser's message may carry newlines
@@ -120,6 +119,7 @@ def _terminate(signum: int, _frame: object) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    # Ray and torch (~3 s to import) load only for the commands that train: `--help` and `plan` stay quick.
     from pipeline.sweep.cluster import stderr_log
     from pipeline.sweep.orchestrate import sweep
 
@@ -155,8 +155,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     """results.sqlite -> results.parquet of a run folder; the store is only read (a running driver may
     hold the folder's lock: its next export replaces this one)."""
-    from pipeline.run.store import ResultsStore, StoreError, inspect_store
-
     db = args.run / RESULTS_DB
     if inspect_store(db) is None:
         raise StoreError(f"no results.sqlite in {args.run}; pass a run folder (results/<run>)")

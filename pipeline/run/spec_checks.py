@@ -60,6 +60,26 @@ def validate(spec: RunSpec) -> None:
                 parse_cell_ref(ref)
             except IndexError as error:
                 raise SpecError(f"cells.cells: {error}") from None
+    _check_protocols(spec)
+    search = spec.base_lr_search
+    _check(
+        0 < search.low < search.high and search.points >= 1 and search.epochs >= 1 and len(search.seeds) >= 1,
+        "base_lr_search needs 0 < low < high, points >= 1, epochs >= 1 and at least one seed",
+    )
+    _check(
+        spec.schedule in SCHEDULES and spec.schedule != "constant",  # constant is the finder's, not a run's
+        f"schedule {spec.schedule!r} is unknown; choose epoch (NB201's cosine, per epoch) or step (cosine per step)",
+    )
+    _check(
+        isinstance(spec.eval_every, int) and not isinstance(spec.eval_every, bool) and spec.eval_every >= 0,
+        f"eval_every must be an integer >= 0 (0 = evaluate only after the last epoch), got {spec.eval_every!r}",
+    )
+    _check_resources(spec)
+    _check_results_uri(spec.results_uri)
+
+
+def _check_protocols(spec: RunSpec) -> None:
+    """Unique names; a known init; exactly one of a fixed LR or a scaling rule with its base LR."""
     names = [p.name for p in spec.protocols]
     _check(len(set(names)) == len(names), f"protocol names must be unique, got {names}")
     for p in spec.protocols:
@@ -77,19 +97,9 @@ def validate(spec: RunSpec) -> None:
                 p.base_lr == "auto" or (isinstance(p.base_lr, int | float) and p.base_lr > 0),
                 f"{where}: base_lr must be a positive number or 'auto'",
             )
-    search = spec.base_lr_search
-    _check(
-        0 < search.low < search.high and search.points >= 1 and search.epochs >= 1 and len(search.seeds) >= 1,
-        "base_lr_search needs 0 < low < high, points >= 1, epochs >= 1 and at least one seed",
-    )
-    _check(
-        spec.schedule in SCHEDULES and spec.schedule != "constant",  # constant is the finder's, not a run's
-        f"schedule {spec.schedule!r} is unknown; choose epoch (NB201's cosine, per epoch) or step (cosine per step)",
-    )
-    _check(
-        isinstance(spec.eval_every, int) and not isinstance(spec.eval_every, bool) and spec.eval_every >= 0,
-        f"eval_every must be an integer >= 0 (0 = evaluate only after the last epoch), got {spec.eval_every!r}",
-    )
+
+
+def _check_resources(spec: RunSpec) -> None:
     res = spec.resources
     _check(
         isinstance(res.cpus_per_trial, int | float) and res.cpus_per_trial > 0, "resources.cpus_per_trial must be > 0"
@@ -103,7 +113,6 @@ def validate(spec: RunSpec) -> None:
         res.fuse == "auto" or (isinstance(res.fuse, int) and res.fuse >= 1),
         f"resources.fuse must be a positive integer or 'auto', got {res.fuse!r}",
     )
-    _check_results_uri(spec.results_uri)
 
 
 def _check_results_uri(uri: object) -> None:
