@@ -15,7 +15,9 @@ from typing import Any
 from core import nb201
 from core.errors import UserError
 
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
+"""`fp32` (NB201's numerics; the default), `bf16` (autocast; faster on GPUs, other rounding), or `auto`
+(bf16 where the device runs it natively, else fp32: the numerics then depend on the hardware)."""
 SCHEDULES: tuple[str, ...] = ("epoch", "step", "constant")
 """Cosine updated once per epoch (NB201's and the official code's; the default), cosine updated at
 every step, or a constant LR (the base-LR finder's one-epoch trials, paper §4)."""
@@ -40,7 +42,7 @@ class TrainConfig:
     weight_decay: float = nb201.WEIGHT_DECAY
     nesterov: bool = nb201.NESTEROV
     schedule: str = "epoch"
-    precision: str = "auto"
+    precision: str = "fp32"
     device: str = "auto"
     threads: int | None = None
     channels_last: bool = True

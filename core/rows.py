@@ -84,7 +84,9 @@ class TrialRow:
     momentum: float | None = column("SGD momentum")
     nesterov: bool | None = column("Nesterov momentum")
     weight_decay: float | None = column("weight decay on every parameter")
-    precision: str | None = column("`fp32` or `bf16 autocast`: the numerics the trial ran in")
+    precision: str | None = column(
+        "`fp32` or `bf16 autocast`: the numerics the trial ran in (the run's `precision`, resolved on its device)"
+    )
     steps: int | None = column("optimizer steps taken")
     n_train: int | None = column("training images")
     n_params: int | None = column("parameters of the trained network")

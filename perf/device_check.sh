@@ -21,6 +21,12 @@ timeout 180 $PY perf/fused_throughput.py --device "$DEVICE" "${SIZE[@]}" --json-
 step "GPU tests (bf16 autocast, channels_last) and fused exactness"
 timeout 100 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_fused.py 2>&1 | tail -5
 
+step "precision: bf16 autocast against fp32 (and fp32 against itself), same cells and seeds"
+if [ "${SMOKE:-0}" = 1 ]; then PREC=(--width 4 --cells-per-stage 1 --image-size 16 --epochs 1 --max-train 256 --cells 913)
+else PREC=(--epochs 3); fi
+timeout 150 $PY perf/precision_check.py --device "$DEVICE" --data-dir "$DATA/data/cifar10:$DATA/data/cifar10/jpeg_q75" \
+  "${PREC[@]}" --json-out "$OUT/precision.json" 2>&1 | tee "$OUT/precision.txt"
+
 [ "$DEVICE" = cuda ] || { step "done (CPU smoke: GPU-only steps skipped)"; exit 0; }
 
 step "planner calibration on this GPU (synthetic images, real engine)"

@@ -80,8 +80,8 @@ def add_train_command(subparsers: Any) -> None:
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default="auto",
-        help="auto: bf16 autocast where native (CUDA, AVX512 CPUs), else fp32",
+        default=NB201.precision,
+        help="fp32 (NB201's), bf16 autocast, or auto: bf16 where native (CUDA, AVX512 CPUs), else fp32",
     )
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--max-train", type=int, help="train on a fixed seeded subset of this many images")

@@ -140,6 +140,9 @@ class RunSpec:
     epochs: int = nb201.EPOCHS
     batch_size: int = nb201.BATCH_SIZE
     schedule: str = "epoch"
+    precision: str = "fp32"
+    """`fp32` (NB201's), `bf16` or `auto` (core.config.PRECISIONS); part of the run's identity, and each
+    row records what its trial ran in."""
     eval_every: int = 0
     seeds: tuple[int, ...] = (0,)
     max_train: int | None = None
@@ -197,6 +200,7 @@ class RunSpec:
             device=device or self.device,
             threads=self.resources.torch_threads,
             schedule=self.schedule,
+            precision=self.precision,
             eval_every=self.eval_every,
         )
 

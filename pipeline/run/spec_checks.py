@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from cells import INIT_RULES, LR_RULES, N_CELLS
-from core.config import SCHEDULES
+from core.config import PRECISIONS, SCHEDULES
 from core.datasets import DATASET_NAMES, image_size_problem
 from pipeline.run.spec import SELECTIONS, RunSpec, SpecError, parse_cell_ref
 
@@ -61,6 +61,10 @@ def validate(spec: RunSpec) -> None:
             except IndexError as error:
                 raise SpecError(f"cells.cells: {error}") from None
     _check_protocols(spec)
+    _check(
+        spec.precision in PRECISIONS,
+        f"precision {spec.precision!r} is unknown; choose fp32 (NB201's), bf16 or auto (bf16 where native)",
+    )
     search = spec.base_lr_search
     _check(
         0 < search.low < search.high and search.points >= 1 and search.epochs >= 1 and len(search.seeds) >= 1,
