@@ -15,6 +15,7 @@ import pandas as pd
 
 from analysis import plots, stats
 from analysis.comparison import MetricComparison, compare_run
+from analysis.lr_transfer import is_study, write_study_report
 from analysis.runs import DEFAULT_KEEP, RunData, load_run
 from analysis.settings import MIN_FOR_VERDICT, Settings
 from analysis.tables import (
@@ -59,6 +60,8 @@ def write_report(
     """
     run_dir = Path(run_dir)
     settings = settings or Settings()
+    if is_study(run_dir):  # an LR-transfer study compares LRs, not accuracies: its own report
+        return write_study_report(run_dir, settings)
     ref = resolve_reference(reference)
     notes: list[str] = []
     noise = default_noise_reference(ref, noise_reference, notes)
@@ -134,9 +137,15 @@ def _settings_lines(run: RunData) -> list[str]:
         f"- datasets: {listing('dataset')}; protocols: {listing('protocol')}",
         f"- {t['nb201_index'].nunique()} cells, {t['seed'].nunique()} seed(s) ({listing('seed')}), {len(t)} trials",
     ]
-    for column in ("epochs", "width", "cells_per_stage"):
+    for column in ("epochs", "width", "cells_per_stage", "image_size"):
         if column in t:
             lines.append(f"- {column}: {listing(column)}")
+    trained = t[t["status"].isin(["ok", "diverged"])] if "status" in t else t
+    for column, what in (("precision", "numerics"), ("code_identity", "code identities")):
+        values = sorted(trained[column].dropna().unique()) if column in trained else []
+        if values:
+            mixed = " (**mixed**: these rows do not come from one setting)" if len(values) > 1 else ""
+            lines.append(f"- {what} of the trained rows: {', '.join(map(str, values))}{mixed}")
     described = [c for c in ("init_rule", "lr_rule", "base_lr") if c in t]
     if described:
         per = t.groupby("protocol")[described].agg(lambda s: ", ".join(map(str, sorted(s.dropna().unique()))))

@@ -385,3 +385,15 @@ def test_dependency_direction() -> None:
     code = "import sys, analysis, benchmarks, analysis.plots; print(sorted({'torch', 'ray'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_report_names_the_numerics_and_code_of_its_rows_and_flags_a_mix(tmp_path: Path, csv_ref: Reference) -> None:
+    """Precision and code identity are per row: the report lists them, and says so when a run mixes them."""
+    cells = list(range(100, 130))
+    results = synthetic_results(csv_ref, "cifar10", cells, protocols=("nb201",), epochs=2)
+    results["precision"], results["code_identity"] = "fp32", "c0de"
+    text = write_report(write_run(tmp_path / "one", results), reference=csv_ref, settings=FAST).read_text()
+    assert "numerics of the trained rows: fp32\n" in text and "code identities of the trained rows: c0de\n" in text
+    results.loc[results.index[:3], "precision"] = "bf16 autocast"
+    text = write_report(write_run(tmp_path / "mixed", results), reference=csv_ref, settings=FAST).read_text()
+    assert "numerics of the trained rows: bf16 autocast, fp32 (**mixed**" in text
