@@ -43,6 +43,37 @@ def test_column_names_round_trip() -> None:
     assert parse_column("cifar10_valid_acc_200ep") is None  # cifar10 (train+valid) has no valid split
 
 
+# --- the shipped table (benchmarks/nb201_published.parquet) ------------------------------------
+
+
+def test_shipped_table_equals_the_shared_csv_value_for_value(published_csv: Path) -> None:
+    from benchmarks.published import TABLE, read_published
+
+    csv = pd.read_csv(published_csv)
+    shipped = read_published()
+    assert shipped.shape == csv.shape == (15625, 27)
+    assert list(shipped.columns) == list(csv.columns) and (shipped.dtypes == csv.dtypes).all()
+    pd.testing.assert_frame_equal(shipped, csv, check_exact=True)  # every value, bit for bit
+    assert shipped.equals(csv)
+    assert TABLE.stat().st_size < 1_500_000  # zstd Parquet: 1.37 MB, the CSV 4.7 MB
+
+
+def test_published_source_needs_no_shared_data() -> None:
+    from core.datasets import DATASETS
+    from pipeline.run.spec_load import load_spec
+
+    assert parse_spec("published") == ("published", None)
+    ref = open_reference("published")
+    assert ref.name == "published" and len(ref.frame) == 15625
+    assert ref.table("cifar10", "test")["value"].idxmax() == 6111
+    for config in sorted((REPO / "configs").glob("*.yaml")):
+        if config.name == "throughput.yaml":
+            continue
+        spec = load_spec(config)
+        assert spec.reference == "published", config.name  # every shipped config compares with it
+        assert ref.has(spec.dataset, DATASETS[spec.dataset].compared_metrics[0], 200)
+
+
 # --- published facts (the CSV) -------------------------------------------------------------
 
 
