@@ -35,15 +35,8 @@ import torch.nn.functional as F
 from cells import Cell, cell_at
 from core.config import TrainConfig
 from pipeline.train.data import DatasetSplits, TrainBatches, load_splits
-from pipeline.train.fused import (
-    CaptureFailed,
-    FusedSGD,
-    GraphedStep,
-    build_fused,
-    fused_batches,
-    fused_step,
-    member_batches,
-)
+from pipeline.train.fused import CaptureFailed, GraphedStep, fused_batches, fused_step, member_batches
+from pipeline.train.fused_model import FusedSGD, build_fused
 from pipeline.train.model import build_model
 
 CELLS = {"all-conv 3_33_333": "3_33_333", "best (6111)": cell_at(6111).arch_str, "sparse 0_00_034": "0_00_034"}

@@ -13,7 +13,9 @@ from cells import Cell
 from core.config import ConfigError, TrainConfig, cosine
 from pipeline.__main__ import main
 from pipeline.train.data import DatasetSplits, load_splits
-from pipeline.train.engine import DeviceError, EpochProgress, TrainRecord, native_bf16, train
+from pipeline.train.engine import train
+from pipeline.train.loop import EpochProgress, TrainRecord
+from pipeline.train.numerics import DeviceError, native_bf16
 
 TINY = TrainConfig(width=4, cells_per_stage=1, init_rule="kaiming", device="cpu")
 

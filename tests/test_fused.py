@@ -31,15 +31,9 @@ import torch.nn.functional as F
 from cells import Cell, cell_at
 from core.config import TrainConfig
 from pipeline.train.data import DatasetSplits, TrainBatches
-from pipeline.train.fused import (
-    FusedResult,
-    FusedSGD,
-    FusedTinyNetwork,
-    build_fused,
-    lr_table,
-    member_batches,
-    train_fused,
-)
+from pipeline.train.fused import FusedResult, member_batches, train_fused
+from pipeline.train.fused_model import FusedSGD, FusedTinyNetwork, build_fused
+from pipeline.train.loop import lr_table
 from pipeline.train.model import TinyNetwork, build_model
 
 SHAPE = {"width": 4, "cells_per_stage": 1}

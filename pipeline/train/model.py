@@ -39,7 +39,7 @@ BN_MOMENTUM = 0.1
 class ReLUConvBN(nn.Module):
     """NB201's `ReLUConvBN`: ReLU → Conv(k, pad k//2, no bias) → BN(affine, running stats).
 
-    `groups` > 1 is K of them side by side (pipeline/train/fused.py): one grouped conv, BN per channel."""
+    `groups` > 1 is K of them side by side (pipeline/train/fused_model.py): one grouped conv, BN per channel."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
         super().__init__()
@@ -88,7 +88,7 @@ def edge_module(op: str, channels: int, groups: int = 1) -> nn.Module:
 class InferCell(nn.Module):
     """One NB201 cell (stride 1, C→C). Node j = Σ incoming edges; the cell returns node 3.
 
-    `groups` = K builds K cells side by side over `channels` = K·C (pipeline/train/fused.py): every op
+    `groups` = K builds K cells side by side over `channels` = K·C (pipeline/train/fused_model.py): every op
     is channelwise or a grouped conv, so the same live-graph plan serves K models."""
 
     def __init__(self, cell: Cell, channels: int, prune: bool = True, groups: int = 1) -> None:
@@ -150,43 +150,49 @@ class InferCell(nn.Module):
 
 
 class ResNetBasicblock(nn.Module):
-    """NB201's reduction block: out = downsample(x) + conv_b(conv_a(x)), C → 2C, stride 2."""
+    """NB201's reduction block: out = downsample(x) + conv_b(conv_a(x)), C → 2C, stride 2.
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+    `groups` = K builds K blocks side by side over K·C channels (pipeline/train/fused_model.py)."""
+
+    def __init__(self, c_in: int, c_out: int, groups: int = 1) -> None:
         super().__init__()
-        self.conv_a = ReLUConvBN(c_in, c_out, 3, stride=2)
-        self.conv_b = ReLUConvBN(c_out, c_out, 3)
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, stride=2, groups=groups)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, groups=groups)
         self.downsample = nn.Sequential(
             nn.AvgPool2d(kernel_size=2, stride=2, padding=0),
-            nn.Conv2d(c_in, c_out, kernel_size=1, stride=1, padding=0, bias=False),
+            nn.Conv2d(c_in, c_out, kernel_size=1, stride=1, padding=0, bias=False, groups=groups),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
-class TinyNetwork(nn.Module):
-    """NB201's macro skeleton (`core.NetShape`): stem, 3 stages of N cells (C, 2C, 4C) joined by
-    reductions, BN-ReLU, GAP, linear."""
+class Skeleton(nn.Module):
+    """NB201's macro skeleton as `core.NetShape` lays it out: stem, 3 stages of N cells (C, 2C, 4C)
+    joined by reductions, BN-ReLU, GAP, then the subclass's classifier.
 
-    def __init__(
-        self, cell: Cell, num_classes: int, width: int = 16, cells_per_stage: int = 5, prune: bool = True
-    ) -> None:
+    `groups` = K lays out K networks of one cell side by side (every width K-fold, every conv
+    grouped), so the lone and the fused network share one layout. The subclass assigns
+    `self.classifier` after this runs (construction order, hence parameter order, is NB201's).
+    """
+
+    classifier: nn.Module
+
+    def __init__(self, cell: Cell, shape: NetShape, groups: int = 1, prune: bool = True) -> None:
         super().__init__()
-        self.cell = cell
-        self.shape = NetShape(width, cells_per_stage, num_classes=num_classes)
+        self.cell, self.shape = cell, shape
         self.stem = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width, momentum=BN_MOMENTUM)
+            nn.Conv2d(3 * groups, shape.width * groups, 3, padding=1, bias=False, groups=groups),
+            nn.BatchNorm2d(shape.width * groups, momentum=BN_MOMENTUM),
         )
         blocks: list[nn.Module] = []
-        for stage in self.shape.stages():
+        for stage in shape.stages():
             if stage.reduction_from is not None:
-                blocks.append(ResNetBasicblock(stage.reduction_from, stage.channels))
-            blocks.extend(InferCell(cell, stage.channels, prune) for _ in range(stage.cells))
+                blocks.append(ResNetBasicblock(groups * stage.reduction_from, groups * stage.channels, groups))
+            blocks.extend(InferCell(cell, groups * stage.channels, prune, groups) for _ in range(stage.cells))
         self.cells = nn.ModuleList(blocks)
-        final = self.shape.final_channels
+        final = groups * shape.final_channels
         self.lastact = nn.Sequential(nn.BatchNorm2d(final, momentum=BN_MOMENTUM), nn.ReLU(inplace=True))
-        self.classifier = nn.Linear(final, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feature = self.stem(x)
@@ -194,6 +200,16 @@ class TinyNetwork(nn.Module):
             feature = block(feature)
         out = self.lastact(feature)
         return self.classifier(out.mean((2, 3)))
+
+
+class TinyNetwork(Skeleton):
+    """NB201's TinyNetwork: the skeleton (`Skeleton`) with one linear classifier."""
+
+    def __init__(
+        self, cell: Cell, num_classes: int, width: int = 16, cells_per_stage: int = 5, prune: bool = True
+    ) -> None:
+        super().__init__(cell, NetShape(width, cells_per_stage, num_classes=num_classes), prune=prune)
+        self.classifier = nn.Linear(self.shape.final_channels, num_classes)
 
 
 def n_params(model: nn.Module) -> int:
