@@ -218,7 +218,7 @@ def base_lr_curve(record: dict) -> Figure:
     ax.axvline(record["base_lr"], color="tab:green", lw=2, label=f"picked {record['base_lr']:g}")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (constant for the epoch)")
-    ax.set_ylabel("training loss at the end of the epoch")
+    ax.set_ylabel(f"training loss ({record.get('score_name', 'end-pass')} score)")
     ax.set_title(f"base-LR finder, {record.get('protocol', '')} (init {record.get('init', '')}) on the skip chain")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

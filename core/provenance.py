@@ -24,29 +24,34 @@ NOT_NUMERIC: frozenset[str] = frozenset(
         "pipeline/commands.py",
         "pipeline/jobs.py",  # `ray job` wrapper
         "pipeline/plan.py",  # cost estimates; trains nothing that is kept
-        "pipeline/run/store.py",  # writes the rows it is given
-        "pipeline/run/lock.py",
-        "pipeline/run/identity.py",
+        "pipeline/run/lock.py",  # refuses a second driver
+        "pipeline/run/identity.py",  # refuses a resume
         "pipeline/sweep/preflight.py",  # refuses or passes; changes nothing
-        "pipeline/sweep/drills.py",  # test switches, off in real runs
     }
 )
-"""Modules that move rows around or refuse runs but cannot change a trained number."""
+"""Modules that refuse runs or only print, and cannot change a trained number or the unit list: none of
+them is imported by the training path (tests/test_code_identity.py checks this on the import graph).
+`pipeline/run/store.py` is hashed: its statuses decide which units are left to train."""
 
 
-def numeric_sources() -> list[Path]:
+def numeric_sources(root: Path = ROOT) -> list[Path]:
     """The files `code_identity` hashes, in a fixed order."""
-    found = {path for pattern in NUMERIC_SOURCES for path in ROOT.glob(pattern)}
-    return sorted(path for path in found if path.relative_to(ROOT).as_posix() not in NOT_NUMERIC)
+    found = {path for pattern in NUMERIC_SOURCES for path in root.glob(pattern)}
+    return sorted(path for path in found if path.relative_to(root).as_posix() not in NOT_NUMERIC)
+
+
+def code_identity_of(root: Path) -> str:
+    """sha256 (16 hex) over the numeric sources' paths and contents under `root` (a checkout)."""
+    digest = hashlib.sha256()
+    for path in numeric_sources(root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 @cache
 def code_identity() -> str:
-    """sha256 (16 hex) over the numeric sources' paths and contents."""
-    digest = hashlib.sha256()
-    for path in numeric_sources():
-        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+    """`code_identity_of` this checkout, computed once per process."""
+    return code_identity_of(ROOT)
 
 
 @cache
@@ -74,13 +79,17 @@ def code_version() -> str:
 
 
 class Fingerprint:
-    """Accumulates (file name, content hash) of every file read; order-independent."""
+    """Accumulates (file name, content hash) of every file read; order-independent.
+
+    Only the file's own name counts (and a joined folder's position `<k>:`), not the folders above it:
+    the same images copied under another folder name are the same data."""
 
     def __init__(self) -> None:
         self._files: dict[str, str] = {}
 
     def add(self, name: str, content: bytes) -> None:
-        self._files[name] = hashlib.sha256(content).hexdigest()
+        position, sep, path = name.rpartition(":")  # "<k>:<folder>/<file>" for joined folders
+        self._files[f"{position}{sep}{path.rsplit('/', 1)[-1]}"] = hashlib.sha256(content).hexdigest()
 
     def hexdigest(self) -> str:
         digest = hashlib.sha256()

@@ -58,6 +58,10 @@ class TrialRow:
     test_loss: float | None = column("final mean cross-entropy on the test split")
     train_acc: float | None = column("last epoch's training top-1 (%), on augmented batches")
     train_loss: list[float] | None = column("mean training loss per epoch")
+    end_train_loss: float | None = column(
+        "mean cross-entropy of the final weights over one more pass of the training split (train-mode BN, "
+        "augmented, no update): the finder's `end-pass` score; null unless the trial asked for it"
+    )
     train_acc_curve: list[float] | None = column("training top-1 (%) per epoch")
     diverged_epoch: int | None = column("1-based epoch whose loss became non-finite")
     eval_epochs: list[float] | None = column(

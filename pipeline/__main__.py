@@ -128,7 +128,9 @@ def run_train(args: argparse.Namespace) -> int:
     )
 
     from pipeline.train.data import load_splits
-    from pipeline.train.engine import EpochProgress, resolve_device, train
+    from pipeline.train.engine import train
+    from pipeline.train.loop import EpochProgress
+    from pipeline.train.numerics import resolve_device
 
     resolve_device(cfg.device)
     data = load_splits(

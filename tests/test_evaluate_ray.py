@@ -86,7 +86,7 @@ def test_evaluate_resumes_and_survives_a_killed_worker(tmp_path, root, cifar10_d
 
     second = evaluate(config, ray_env(root))
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "0 trained now" in second.stdout and "cached" in second.stderr
+    assert "0 trained now" in second.stdout and "recorded by this run" in second.stderr  # the run's own base LR
     again = pd.read_parquet(run_dirs[0] / "results.parquet")
     assert len(again) == len(table)
     pd.testing.assert_frame_equal(

@@ -5,7 +5,8 @@ or after an engine change lands in the same folder. `check_resume` compares what
 records (its `run_meta` table and every row's run_id / data_fingerprint / code_identity) with the run
 about to start, and refuses, before any training, to count a row of another identity as finished:
 one line naming what differs and how to proceed. Only a code change may be accepted explicitly
-(`--allow-code-change`): the old rows keep their `code_identity`, the change is recorded in `run_meta`.
+(`--allow-code-change`): the old rows keep their `code_identity`, the change is recorded in `run_meta`
+once, and later resumes with the same code need the flag no more.
 """
 
 from __future__ import annotations
@@ -111,9 +112,11 @@ def check_resume(current: RunIdentity, stored: StoredRun | None, where: str, *, 
 
     codes = {meta.get("code_identity")} | {identity.code_identity for identity in stored.identities}
     codes.discard(None)
+    if meta.get("code_identity") == current.code_identity:  # the change (if any) to this code was accepted
+        codes -= {change.get("from") for change in json.loads(meta.get("code_changes", "[]"))}
     if codes - {current.code_identity}:
         if allow_code_change:
-            return True
+            return meta.get("code_identity") != current.code_identity or not meta
         old = sorted(codes - {current.code_identity})[0]
         version = f" ({meta['code_version']})" if meta.get("code_version") else ""
         raise RunIdentityError(

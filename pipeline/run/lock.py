@@ -76,6 +76,27 @@ class RunLock:
         self.release()
 
 
+def check_free(run_dir: Path) -> None:
+    """Read-only: RunLockError when another driver holds the folder's lock now (nothing is created), so
+    that a driver started a moment after another one names the lock, not the other's half-made store."""
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock file yet (or unreadable: acquire says so)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RunLockError(
+            f"run folder {path.parent} is in use by another driver ({_describe(os.pread(fd, 4096, 0))}); wait for "
+            "it to finish, or stop it and rerun the same command to resume"
+        ) from None
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+
+
 def _describe(raw: bytes) -> str:
     try:
         holder = json.loads(raw.decode())

@@ -17,7 +17,7 @@ from pipeline.run.spec import Protocol, RunSpec
 from pipeline.run.units import Unit, class_id_of
 
 if TYPE_CHECKING:
-    from pipeline.train.engine import TrainRecord
+    from pipeline.train.loop import TrainRecord
 
 
 def base_row(spec: RunSpec, protocol: Protocol, index: int, seed: int, base_lr: float | None) -> dict[str, Any]:
@@ -88,6 +88,7 @@ def record_columns(record: TrainRecord) -> dict[str, Any]:
         "test_loss": result["eval_loss"].get("test"),
         "train_acc": result["train_acc"][-1] if result["train_acc"] else None,
         "train_loss": result["train_loss"],
+        "end_train_loss": result.get("end_train_loss"),
         "train_acc_curve": result["train_acc"],
         "diverged_epoch": result["diverged_epoch"],
         "eval_epochs": result["eval_epochs"] or None,

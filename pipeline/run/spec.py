@@ -23,6 +23,8 @@ from core.errors import UserError
 from core.shape import NetShape
 
 SELECTIONS: tuple[str, ...] = ("all", "classes", "sample", "list")
+FINDER_SCORES: tuple[str, ...] = ("end-pass", "epoch-mean")
+"""`base_lr_search.score`: what a one-epoch trial's loss is (pipeline.run.base_lr.SCORES says each in full)."""
 
 
 _TYPED = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -101,12 +103,27 @@ class BaseLRSearch:
     points: int = 13
     epochs: int = 1
     seeds: tuple[int, ...] = (0, 1, 2)
+    allow_one_seed: bool = False
+    """A one-seed grid is refused (the pick rule's standard error is undefined) unless this is true; then
+    the search record says `se_defined: false`. Not part of the run identity: it changes no number."""
+    score: str = "end-pass"
+    """A trial's loss (`pipeline.run.base_lr.SCORES`): `end-pass`, the final weights over one more pass of
+    the training split (the default), or `epoch-mean`, the running mean over the epoch."""
 
     def grid(self) -> list[float]:
         if self.points == 1:
             return [self.low]
         ratio = (self.high / self.low) ** (1 / (self.points - 1))
         return [round(self.low * ratio**i, 6) for i in range(self.points)]
+
+
+@dataclass(frozen=True)
+class LRTransfer:
+    """Makes a run the LR-transfer study (pipeline.run.lr_transfer): the `base_lr_search` grid, seeds and
+    score on every selected cell and on the skip chain, all searched under `init`, instead of the sweep."""
+
+    __pydantic_config__ = _TYPED
+    init: str = "arch-source"
 
 
 @dataclass(frozen=True)
@@ -126,6 +143,22 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Download:
+    """Fetching the dataset when `data_dir` does not hold it (pipeline/train/download.py): the official
+    archive through torchvision's downloader, md5-checked, unpacked into `cache`, read from there."""
+
+    __pydantic_config__ = _TYPED
+
+    enabled: bool = True
+    cache: str | None = None
+    """Folder the dataset is fetched into and read from; None = $NB201_DATA, else data/ in the repo."""
+    url: str | None = None
+    """A mirror of the official archive (e.g. http://host/cifar-10-python.tar.gz); None = torchvision's URL."""
+    archive: str | None = None
+    """A local copy of the official archive, used instead of the network (md5-checked the same way)."""
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """A whole run: data, network size, schedule, cells, protocols, resources, where results go."""
 
@@ -134,7 +167,9 @@ class RunSpec:
     dataset: str = "cifar10"
     data_dir: str | tuple[str, ...] = "../shared/data/cifar10"
     """One folder, or several (a list; or one string joined by ':') whose files are joined (pipeline.train.data)."""
-    download: bool = False
+    download: bool | Download = False
+    """false: a missing data_dir is an error; true: fetch into data_dir (one folder); a mapping (`Download`):
+    fetch into its cache when data_dir does not hold the data (pipeline.train.data.locate)."""
     width: int = nb201.WIDTH
     cells_per_stage: int = nb201.CELLS_PER_STAGE
     epochs: int = nb201.EPOCHS
@@ -156,6 +191,8 @@ class RunSpec:
     resources: Resources = field(default_factory=Resources)
     max_attempts: int = 3
     device: str = "auto"
+    lr_transfer: LRTransfer | None = None
+    """Set: the run is the LR-transfer study (no protocols); unset: the sweep."""
     reference: str | None = None
     results_dir: str = "results"
     results_uri: str | None = None
@@ -168,7 +205,13 @@ class RunSpec:
         ignored |= {"results_dir", "results_uri"}
         if self.image_size is None:  # unset keeps the run ids of configs written before the key existed
             ignored.add("image_size")
-        return {k: v for k, v in asdict(self).items() if k not in ignored}
+        identity = {k: v for k, v in asdict(self).items() if k not in ignored}
+        identity["base_lr_search"].pop("allow_one_seed")  # a permission, not a number
+        if self.base_lr_search.score == "end-pass":  # the default keeps the run ids from before the key
+            identity["base_lr_search"].pop("score")
+        if self.lr_transfer is None:
+            identity.pop("lr_transfer")
+        return identity
 
     @property
     def run_id(self) -> str:

@@ -9,10 +9,13 @@ import re
 from cells import INIT_RULES, LR_RULES, N_CELLS
 from core.config import PRECISIONS, SCHEDULES
 from core.datasets import DATASET_NAMES, image_size_problem
-from pipeline.run.spec import SELECTIONS, RunSpec, SpecError, parse_cell_ref
+from pipeline.run.spec import FINDER_SCORES, SELECTIONS, RunSpec, SpecError, parse_cell_ref
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """A run name is a folder name under results/: no path separators, no leading dot."""
+PROTOCOL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+RESERVED_PROTOCOL_NAMES: frozenset[str] = frozenset({"published", "reference", "params", "macs", "floor", "bar"})
+"""Names the report gives its own columns and yardsticks: a protocol named so would be mislabelled."""
 URI_SCHEMES: tuple[str, ...] = ("file", "s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
 """What `results_uri` may name: the filesystems `pyarrow.fs.FileSystem.from_uri` knows."""
 
@@ -45,7 +48,15 @@ def validate(spec: RunSpec) -> None:
         value = getattr(spec, key)
         _check(value is None or (isinstance(value, int) and value >= 1), f"{key} must be a positive integer or null")
     _check(all(isinstance(s, int) for s in spec.seeds) and len(spec.seeds) >= 1, "seeds must be a list of integers")
+    _check(
+        len(set(spec.seeds)) == len(spec.seeds),
+        f"seeds must be distinct, got {list(spec.seeds)} (each seed trains every unit once)",
+    )
     _check(spec.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {spec.device!r}")
+    _check(
+        spec.device != "cuda" or spec.resources.gpus_per_trial != 0,
+        "device cuda needs GPUs for its trials: set resources.gpus_per_trial (a fraction, or auto), or device auto/cpu",
+    )
     selection = spec.cells
     _check(
         selection.select in SELECTIONS,
@@ -71,6 +82,15 @@ def validate(spec: RunSpec) -> None:
         "base_lr_search needs 0 < low < high, points >= 1, epochs >= 1 and at least one seed",
     )
     _check(
+        len(set(search.seeds)) == len(search.seeds),
+        f"base_lr_search.seeds must be distinct, got {list(search.seeds)}",
+    )
+    _check(
+        len(search.seeds) >= 2 or search.allow_one_seed or not any(p.base_lr == "auto" for p in spec.protocols),
+        "base_lr_search.seeds has one seed: the pick rule's standard error is undefined; give at least two seeds, "
+        "or set base_lr_search.allow_one_seed: true (the pick then has no error bar)",
+    )
+    _check(
         spec.schedule in SCHEDULES and spec.schedule != "constant",  # constant is the finder's, not a run's
         f"schedule {spec.schedule!r} is unknown; choose epoch (NB201's cosine, per epoch) or step (cosine per step)",
     )
@@ -80,6 +100,29 @@ def validate(spec: RunSpec) -> None:
     )
     _check_resources(spec)
     _check_results_uri(spec.results_uri)
+    _check_study(spec)
+
+
+def _check_study(spec: RunSpec) -> None:
+    """The finder's score, and the LR-transfer study's own rules: no protocols, a known init, >= 2 seeds."""
+    search = spec.base_lr_search
+    _check(
+        search.score in FINDER_SCORES,
+        f"base_lr_search.score {search.score!r} is unknown; choose one of {', '.join(FINDER_SCORES)}",
+    )
+    if spec.lr_transfer is None:
+        return
+    init = spec.lr_transfer.init
+    _check(init in INIT_RULES, f"lr_transfer.init {init!r} is unknown; choose one of {', '.join(INIT_RULES)}")
+    _check(
+        not spec.protocols,
+        "an LR-transfer study (lr_transfer set) trains the base_lr_search grid on every cell; remove `protocols`",
+    )
+    _check(
+        len(search.seeds) >= 2 or search.allow_one_seed,
+        "lr_transfer: base_lr_search.seeds needs at least two seeds (the pick rule's standard error), "
+        "or base_lr_search.allow_one_seed: true",
+    )
 
 
 def _check_protocols(spec: RunSpec) -> None:
@@ -88,6 +131,14 @@ def _check_protocols(spec: RunSpec) -> None:
     _check(len(set(names)) == len(names), f"protocol names must be unique, got {names}")
     for p in spec.protocols:
         where = f"protocol {p.name!r}"
+        _check(
+            PROTOCOL_PATTERN.fullmatch(p.name) is not None,
+            f"{where}: a protocol name is letters, digits, '.', '_' or '-' (it names files and columns of the report)",
+        )
+        _check(
+            p.name.lower() not in RESERVED_PROTOCOL_NAMES,
+            f"{where}: the report already uses that name ({', '.join(sorted(RESERVED_PROTOCOL_NAMES))}); rename it",
+        )
         _check(p.init in INIT_RULES, f"{where}: init {p.init!r} is unknown; choose one of {', '.join(INIT_RULES)}")
         _check((p.lr is None) != (p.lr_rule is None), f"{where}: set exactly one of lr (fixed) or lr_rule (scaled)")
         if p.lr is not None:

@@ -10,6 +10,7 @@ may have no disk that outlives it). Schema: results/README.md.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -38,6 +39,10 @@ class DiskFullError(StoreError):
     """The disk filled up mid-run: what finished is safe in SQLite; free space and rerun to resume."""
 
 
+class MirrorError(StoreError):
+    """A copy to `results_uri` failed; the local files are whole."""
+
+
 META_TABLE = "run_meta"
 """Key/value facts of the run that owns a store (run id, config, data fingerprint, code identity)."""
 
@@ -60,6 +65,8 @@ class StoredRun:
     """The `run_meta` table (empty for a store written before it existed)."""
     identities: tuple[StoredIdentity, ...]
     """Each distinct identity among the stored rows, most rows first."""
+    base_lrs: dict[str, frozenset[float]] = dataclasses.field(default_factory=dict)
+    """{protocol: the distinct base LRs its rows were trained at} (scaled protocols only)."""
 
     @property
     def rows(self) -> int:
@@ -81,7 +88,8 @@ def inspect_store(path: Path) -> StoredRun | None:
             if "results" not in tables:
                 raise StoreError(f"{path} is not a results store of this pipeline (no results table); {fix}")
             have = {row[1] for row in db.execute("PRAGMA table_info(results)")}
-            missing = [name for name in sqlite_columns() if name not in have]
+            # a nullable column added to TrialRow since is added when the store opens (ResultsStore)
+            missing = [name for name, kind in sqlite_columns().items() if name not in have and "NOT NULL" in kind]
             if missing:
                 raise StoreError(
                     f"{path} was written by another version of this pipeline (no column {', '.join(missing[:3])}); "
@@ -95,9 +103,14 @@ def inspect_store(path: Path) -> StoredRun | None:
                     "GROUP BY run_id, data_fingerprint, code_identity ORDER BY COUNT(*) DESC"
                 )
             )
+            base_lrs: dict[str, set[float]] = {}
+            for protocol, base_lr in db.execute(
+                "SELECT DISTINCT protocol, base_lr FROM results WHERE base_lr IS NOT NULL"
+            ):
+                base_lrs.setdefault(protocol, set()).add(float(base_lr))
     except sqlite3.DatabaseError as error:  # not a database, truncated, encrypted ...
         raise StoreError(f"{path} is unreadable ({_first_line(error)}); {fix}") from None
-    return StoredRun(meta, identities)
+    return StoredRun(meta, identities, {name: frozenset(values) for name, values in base_lrs.items()})
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -138,9 +151,9 @@ class ResultsMirror:
                 shutil.copyfileobj(source, out, 1 << 20)
             self._fs.move(tmp, target)
         except (OSError, ValueError) as error:
-            raise StoreError(
-                f"could not copy {path.name} to {self.uri} ({_first_line(error)}); the results are safe in "
-                f"{path.parent}: rerun the same command to copy them again"
+            raise MirrorError(
+                f"could not copy {path.name} to results_uri {self.uri} ({_first_line(error)}); the local files are "
+                f"whole in {path.parent}: rerun the same command to copy them again"
             ) from None
         return f"{self.uri}/{path.name}"
 
@@ -197,12 +210,23 @@ class ResultsStore:
         self.run_dir = make_run_dir(run_dir)
         self.mirror = ResultsMirror(mirror_uri, self.run_dir.name) if mirror_uri else None
         self.path = self.run_dir / RESULTS_DB
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        columns = ", ".join(f"{name} {kind}" for name, kind in sqlite_columns().items())
-        self._db.execute(f"CREATE TABLE IF NOT EXISTS results ({columns}, PRIMARY KEY ({', '.join(KEY)}))")
-        self._db.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT)")
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            columns = ", ".join(f"{name} {kind}" for name, kind in sqlite_columns().items())
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS results ({columns}, PRIMARY KEY ({', '.join(KEY)}))")
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT)")
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
+            for name, kind in sqlite_columns().items():  # nullable columns TrialRow gained since (null in old rows)
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
+        except (OSError, sqlite3.Error) as error:  # disk full, read-only, a locked or damaged file
+            kind = DiskFullError if is_disk_full(error) else StoreError
+            raise kind(
+                f"cannot open {self.path} ({_first_line(error)}); free space or fix the folder, then rerun the same "
+                "command"
+            ) from None
 
     def close(self) -> None:
         self._db.close()

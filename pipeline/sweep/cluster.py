@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
             ray.init(address=address, **kwargs)
         else:
             _embedded_on_loopback()
+            _private_token_folder()
             ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
     except Exception as error:  # Ray raises ConnectionError, RuntimeError or its own types
         where = f"Ray cluster at {address}" if address else "a local Ray instance"
@@ -91,6 +94,48 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         raise ClusterError(
             f"cannot reach {where} ({first_line}); check RAY_ADDRESS / --address, or unset it to run locally"
         ) from None
+    finally:
+        honour_signals()  # ray.init replaces the SIGTERM handler with one that dumps a C++ stack
+    _private_token_folder()
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: ends the driver through its cleanup (Parquet written, Ray shut down); the
+    CLI prints one "interrupted" line and exits 128 + the signal's number (130, 143)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+RECEIVED: list[int] = []
+"""Signals `honour_signals` caught, newest last: Ray's waits re-raise a plain KeyboardInterrupt for them."""
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    RECEIVED.append(signum)
+    raise Interrupted(signum)
+
+
+def honour_signals() -> None:
+    """SIGINT and SIGTERM raise `Interrupted` in the driver's main thread. Called at start, and again
+    after anything that installs its own handlers (ray.init for SIGTERM, Tune for SIGINT)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _interrupt)
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _private_token_folder() -> None:
+    """`~/.ray` 0700 and its auth token 0600 (Ray writes the token world-readable, 0644)."""
+    home = Path.home() / ".ray"
+    try:
+        home.mkdir(mode=0o700, exist_ok=True)
+        home.chmod(0o700)
+        token = home / "auth_token"
+        if token.exists():
+            token.chmod(0o600)
+    except OSError:  # a read-only or foreign home: Ray's own defaults stand
+        pass
 
 
 EMBEDDED_ENV: dict[str, str] = {

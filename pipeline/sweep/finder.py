@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,34 +27,72 @@ from core.atomic import atomic_write_text
 from core.config import TrainConfig
 from core.runfiles import BASE_LR_CACHE, SEARCH_FILE, TUNE_DIR
 from pipeline.run.base_lr import (
+    BaseLRError,
     cache_key,
     finder_config,
     finite_or_none,
     format_loss,
     read_cache,
+    score_of,
     search_record,
-    write_cache,
+    update_cache,
 )
 from pipeline.run.spec import Protocol, RunSpec
-from pipeline.sweep.cluster import Log, gpus_per_trial, task_device
+from pipeline.sweep.cluster import Log, gpus_per_trial, honour_signals, task_device
+from pipeline.sweep.drills import maybe_kill_self
 from pipeline.train.data import DatasetSplits
 from pipeline.train.engine import train
 
+TRIAL_RETRIES = 2
+"""Tune re-runs a grid trial that raised or whose worker died this many times (`FailureConfig`)."""
+
 
 def trial_loss(cfg: TrainConfig, data: DatasetSplits) -> float:
-    """`SCORE` of one grid trial on the base network; +inf when it diverged."""
+    """`SCORE` of one grid trial on the base network: +inf only for a non-finite loss (a divergence).
+    Anything else that goes wrong raises, so that Tune retries the trial instead of scoring it."""
     record = train(BASE_CELL, dataclasses.replace(data, eval={}), cfg)  # eval splits play no part
-    loss = record.end_train_loss
-    return loss if record.status == "ok" and loss is not None and math.isfinite(loss) else math.inf
+    if record.status == "diverged":
+        return math.inf
+    score = "end-pass" if cfg.end_train_pass else "epoch-mean"  # finder_config: the pass is end-pass's
+    loss = score_of(score, record.status, record.end_train_loss, record.train_loss)
+    if loss is None:
+        raise RuntimeError(f"the trial ended {record.status!r} without its {score} loss")
+    return loss
+
+
+def collect(results: Iterable[Any], protocol: Protocol, log: Log) -> tuple[dict[float, list[float]], list[dict]]:
+    """Per-LR losses and the trial list from Tune's results; BaseLRError (one line) when a trial still
+    failed after its retries: an error is never scored as a divergence."""
+    losses: dict[float, list[float]] = {}
+    trials, failed = [], []
+    for result in results:
+        lr, seed = float(result.config["lr"]), int(result.config["seed"])
+        loss = (result.metrics or {}).get("train_loss")
+        if result.error is not None or loss is None:
+            failed.append((lr, seed, result.error))
+            continue
+        value = float(loss)
+        losses.setdefault(lr, []).append(value)
+        trials.append({"lr": lr, "seed": seed, "loss": finite_or_none(value)})
+    if failed:
+        lr, seed, error = failed[0]
+        why = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}" if error is not None else "no loss"
+        raise BaseLRError(
+            f"base-LR search for {protocol.name!r} failed: {len(failed)} trial(s) failed {TRIAL_RETRIES + 1} times, "
+            f"e.g. lr={lr:g} seed={seed} ({why}); fix the cause (memory, a dying node) and rerun"
+        )
+    return losses, sorted(trials, key=lambda t: (t["lr"], t["seed"]))
 
 
 def find_base_lr(spec: RunSpec, protocol: Protocol, data_ref: Any, log: Log) -> dict[str, Any]:
     """Run the grid (one Tune trial per (LR, seed)) and return the search record (`search_record`)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's boxed tables: our own log line says it all
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C stops the run (Tune's handler outlives the search)
     search = spec.base_lr_search
     gpus = gpus_per_trial(spec)
 
     def trainable(config: dict[str, Any]) -> None:
+        maybe_kill_self()  # fault drill (pipeline.sweep.drills); a no-op in real runs
         cfg = finder_config(spec, protocol, config["lr"], config["seed"], task_device(spec.device))
         tune.report({"train_loss": trial_loss(cfg, ray.get(data_ref))})
 
@@ -64,35 +104,42 @@ def find_base_lr(spec: RunSpec, protocol: Protocol, data_ref: Any, log: Log) -> 
         # pure function of its config), which saves a process start per trial and the SIGTERM
         # tracebacks Ray prints now and then when it stops a trial's actor.
         tune_config=tune.TuneConfig(metric="train_loss", mode="min", reuse_actors=True),
-        run_config=tune.RunConfig(name=f"base-lr-{protocol.name}", storage_path=str(storage), verbose=0),
+        run_config=tune.RunConfig(
+            name=f"base-lr-{protocol.name}",
+            storage_path=str(storage),
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
+        ),
     )
     log(
         f"base LR for {protocol.name!r}: {search.points} LRs x {len(search.seeds)} seeds, {search.epochs} epoch(s) "
         f"at constant LR on {BASE_CELL}"
     )
-    losses: dict[float, list[float]] = {}
-    trials = []
-    for result in tuner.fit():
-        loss = (result.metrics or {}).get("train_loss")
-        lr, seed = float(result.config["lr"]), int(result.config["seed"])
-        value = float(loss) if loss is not None else math.inf
-        if result.error is not None:
-            log(f"base-LR trial lr={lr:g} seed={seed} failed ({type(result.error).__name__}); scored +inf")
-        losses.setdefault(lr, []).append(value)
-        trials.append({"lr": lr, "seed": seed, "loss": finite_or_none(value), "failed": result.error is not None})
+    tune_log = logging.getLogger("ray.tune")
+    level = tune_log.level
+    tune_log.setLevel(logging.CRITICAL)  # a failed trial's traceback: Tune retries it, `collect` names a last failure
+    try:
+        results = tuner.fit()
+    finally:
+        tune_log.setLevel(level)
+        honour_signals()  # Tune may have installed its own SIGINT handler
+    losses, trials = collect(results, protocol, log)
     record = search_record(spec, protocol, losses)
-    record["trials"] = sorted(trials, key=lambda t: (t["lr"], t["seed"]))
+    record["trials"] = trials
     table = ", ".join(f"{p['lr']:g}:{format_loss(p['mean'])}±{format_loss(p['se'])}" for p in record["points"])
     log(f"base LR for {protocol.name!r} = {record['base_lr']:g}  (mean ± SE of the end-of-epoch loss: {table})")
     return record
 
 
-def resolve_base_lrs(spec: RunSpec, data_ref: Any, fingerprint: str, log: Log) -> dict[str, float | None]:
-    """Per protocol: its fixed base LR, the cached found one, or a fresh Tune search (then cached).
+def resolve_base_lrs(
+    spec: RunSpec, data_ref: Any, fingerprint: str, log: Log, pinned: Mapping[str, float | None] | None = None
+) -> dict[str, float | None]:
+    """Per protocol: its fixed base LR; the one this run `pinned` on its first start (a cache change never
+    reaches an existing run); the cached found one; or a fresh Tune search (then merged into the cache).
     `data_ref` is the run's data in Ray's object store, `fingerprint` its hash (part of the cache key).
     Writes every search of the run to `<run>/base_lr_search.json`."""
     cache_path = Path(spec.results_dir) / BASE_LR_CACHE
-    cache = read_cache(cache_path)
+    pinned = pinned or {}
     resolved: dict[str, float | None] = {}
     searches: dict[str, Any] = {}
     for protocol in spec.protocols:
@@ -100,15 +147,18 @@ def resolve_base_lrs(spec: RunSpec, data_ref: Any, fingerprint: str, log: Log) -
             resolved[protocol.name] = None
         elif protocol.base_lr != "auto":
             resolved[protocol.name] = float(protocol.base_lr)  # type: ignore[arg-type]
+        elif pinned.get(protocol.name) is not None:
+            resolved[protocol.name] = float(pinned[protocol.name])  # type: ignore[arg-type]
+            log(f"base LR for {protocol.name!r} = {resolved[protocol.name]:g} (recorded by this run)")
         else:
             key = cache_key(spec, protocol, fingerprint)
-            if key not in cache:
-                cache[key] = find_base_lr(spec, protocol, data_ref, log)
-                write_cache(cache_path, cache)
+            entry = read_cache(cache_path).get(key)
+            if entry is None:
+                entry = update_cache(cache_path, key, find_base_lr(spec, protocol, data_ref, log))
             else:
-                log(f"base LR for {protocol.name!r} = {cache[key]['base_lr']:g} (cached in {cache_path})")
-            searches[protocol.name] = {**cache[key], "protocol": protocol.name}
-            resolved[protocol.name] = float(cache[key]["base_lr"])
+                log(f"base LR for {protocol.name!r} = {entry['base_lr']:g} (cached in {cache_path})")
+            searches[protocol.name] = {**entry, "protocol": protocol.name}
+            resolved[protocol.name] = float(entry["base_lr"])
     if searches:
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(spec.run_dir / SEARCH_FILE, json.dumps(searches, indent=1))

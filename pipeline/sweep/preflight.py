@@ -12,11 +12,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import ray
+import torch
 
 from core.errors import UserError
-from core.runfiles import BASE_LR_CACHE
+from core.runfiles import BASE_LR_CACHE, LATEST
 from pipeline.run.base_lr import read_cache
 from pipeline.run.spec import RunSpec
+from pipeline.run.store import StoreError
 from pipeline.sweep.cluster import gpus_per_trial
 from pipeline.train.data import DataError, DatasetSplits
 
@@ -42,6 +44,27 @@ def check_base_lr_cache(spec: RunSpec) -> None:
     """The base-LR cache is read after Ray starts; read it now so a damaged file fails first."""
     if any(p.base_lr == "auto" for p in spec.protocols):
         read_cache(Path(spec.results_dir) / BASE_LR_CACHE)
+
+
+def check_latest(results_dir: Path) -> None:
+    """`<results_dir>/latest` is this pipeline's link to the newest run; a real folder of that name would be
+    left stale silently."""
+    link = Path(results_dir) / LATEST
+    if link.is_dir() and not link.is_symlink():
+        raise StoreError(
+            f"{link} is a real folder, not the link to the newest run that this pipeline keeps there; "
+            "move it away (or rename it) and rerun"
+        )
+
+
+def check_local_device(spec: RunSpec, address: str | None) -> None:
+    """`device: cuda` on an embedded Ray (no address) needs a GPU here; a trial would otherwise train on
+    the CPU under a `cuda` config (`pipeline train` refuses the same request)."""
+    if spec.device == "cuda" and not (address or os.environ.get("RAY_ADDRESS")) and not torch.cuda.is_available():
+        raise ResourceError(
+            "device is cuda but this machine has no CUDA GPU (torch sees none); set device: auto or cpu, or run on "
+            "a GPU machine or cluster (--address)"
+        )
 
 
 def check_trial_fits(cpus: float, gpus: float, nodes: Iterable[Mapping[str, float]], autoscaling: bool) -> None:
@@ -71,4 +94,10 @@ def check_cluster_resources(spec: RunSpec, autoscaling: bool | None = None) -> N
     nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
     if autoscaling is None:
         autoscaling = os.environ.get("NB201_AUTOSCALING", "") == "1"
-    check_trial_fits(spec.resources.cpus_per_trial, gpus_per_trial(spec), nodes, autoscaling)
+    gpus = gpus_per_trial(spec)
+    if spec.device == "cuda" and gpus == 0:
+        raise ResourceError(
+            "device is cuda but the cluster has no GPU for its trials (resources.gpus_per_trial resolves to 0); "
+            "set device: auto or cpu, or add GPU nodes"
+        )
+    check_trial_fits(spec.resources.cpus_per_trial, gpus, nodes, autoscaling)
