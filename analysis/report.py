@@ -261,6 +261,7 @@ def _finder_section(run: RunData, figures: list[str]) -> list[str]:
         out.append(
             f"**{protocol}** (init `{record.get('init')}`): base LR **{record['base_lr']:g}**; minimum mean loss at "
             f"{record.get('min_lr', math.nan):g}, threshold {record.get('threshold', math.nan):.4f}."
+            + _pick_caveats(record)
         )
         out.append("")
         if not points.empty:
@@ -280,6 +281,19 @@ def _finder_section(run: RunData, figures: list[str]) -> list[str]:
     for name in figures:
         out += [f"![{name}]({name})", ""]
     return out
+
+
+def _pick_caveats(record: dict) -> str:
+    """What the pick cannot claim: no error bar from one seed; the cap an all-seeds divergence put on it."""
+    notes = []
+    if record.get("se_defined") is False:
+        notes.append(
+            " **One seed per grid point: the standard error is undefined, so the pick has no error bar** "
+            "(the minimum itself is picked; `allow_one_seed` was set)."
+        )
+    if record.get("diverged_cap") is not None:
+        notes.append(f" Every seed diverged at {record['diverged_cap']:g}: no pick at or above it.")
+    return "".join(notes)
 
 
 def _section(c: MetricComparison, figures: list[str]) -> list[str]:

@@ -397,3 +397,11 @@ def test_report_names_the_numerics_and_code_of_its_rows_and_flags_a_mix(tmp_path
     results.loc[results.index[:3], "precision"] = "bf16 autocast"
     text = write_report(write_run(tmp_path / "mixed", results), reference=csv_ref, settings=FAST).read_text()
     assert "numerics of the trained rows: bf16 autocast, fp32 (**mixed**" in text
+
+
+def test_the_finder_section_says_when_the_pick_has_no_error_bar() -> None:
+    from analysis.report import _pick_caveats
+
+    assert "has no error bar" in _pick_caveats({"se_defined": False, "diverged_cap": None})
+    assert _pick_caveats({"se_defined": True, "diverged_cap": None}) == ""
+    assert "diverged at 2.5: no pick at or above it" in _pick_caveats({"se_defined": True, "diverged_cap": 2.5})
