@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 
 from benchmarks import ReferenceSourceError, open_covering
+from benchmarks.published import read_published
+from benchmarks.table_file import read_table
 from core.errors import UserError
 from core.runfiles import REPORT_FILE, RESULTS_DB
 from pipeline.run.spec import Download, RunSpec, SpecError
@@ -118,8 +120,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     plan.add_argument(
         "--published",
         type=Path,
-        default=Path("../shared/data/nb201/nb201_published.csv"),
-        help="published NB201 table, for its recorded training times (skipped if absent)",
+        help="published NB201 table (CSV or Parquet), for its recorded training times; default: the shipped one",
     )
     plan.set_defaults(handler=run_plan)
 
@@ -241,7 +242,7 @@ def run_plan(args: argparse.Namespace) -> int:
         throughput = calibrate(spec)
     else:
         throughput = load_throughput(args.gpu_type, THROUGHPUT_TABLE)
-    published = args.published if args.published.is_file() else None
+    published = read_published() if args.published is None else read_table(args.published)
     plan = make_plan(spec, throughput, args.gpus, published, train_images(spec))
     print(plan.report(spec, args.gpus))
     print(f"  (packing rule for C={spec.width}, N={spec.cells_per_stage}: {default_trials_per_gpu(spec)} per GPU)")

@@ -166,9 +166,11 @@ def train_images(spec: RunSpec) -> int:
 
 
 def make_plan(
-    spec: RunSpec, throughput: Throughput, gpus: int, published_csv: Path | None, images: int | None = None
+    spec: RunSpec, throughput: Throughput, gpus: int, published: pd.DataFrame | None, images: int | None = None
 ) -> Plan:
-    """`images`: training images per epoch (`train_images`; default the full split, capped by max_train)."""
+    """`images`: training images per epoch (`train_images`; default the full split, capped by max_train).
+    `published`: the published table (`benchmarks.published.read_published()`), for NB201's own training
+    times; None leaves that comparison out."""
     selected = spec.cells.resolve()
     units, no_path = plan_units(spec, selected)
     n_no_path_cells = len({index for _, _, index in no_path})
@@ -184,9 +186,9 @@ def make_plan(
     per_device = throughput.trials_per_gpu if throughput.trials_per_gpu > 1 else 1
     gpu_hours = seconds / 3600 / per_device
     nb201 = None
-    if published_csv is not None and published_csv.is_file():
+    if published is not None:
         column, factor = DATASETS[spec.dataset].nb201_time
-        times = pd.read_csv(published_csv, usecols=["nb201_index", column]).set_index("nb201_index")[column]
+        times = published.set_index("nb201_index")[column]
         with_path = [i for i in selected if i not in {index for _, _, index in no_path}]
         nb201 = float(times.loc[with_path].sum() * factor * spec.epochs / 200 / 3600)
     trainings_all = (len(selected) - n_no_path_cells) * len(spec.protocols) * len(spec.seeds)

@@ -55,7 +55,7 @@ def test_network_macs_match_nb201_recorded_flops(index, mflops):
 def test_plan_counts_follow_from_the_spec(published_csv):
     spec = small_spec()
     throughput = load_throughput("cpu-2core", THROUGHPUT_TABLE)
-    plan = make_plan(spec, throughput, gpus=4, published_csv=published_csv)
+    plan = make_plan(spec, throughput, gpus=4, published=pd.read_csv(published_csv))
 
     selected = spec.cells.resolve()
     table = cells_table().set_index("nb201_index")
@@ -82,7 +82,7 @@ def test_plan_counts_follow_from_the_spec(published_csv):
     times = pd.read_csv(published_csv, usecols=["nb201_index", "train_time_s_200ep_cifar10_valid"])
     recorded = times.set_index("nb201_index").loc[with_path, "train_time_s_200ep_cifar10_valid"].sum()
     assert plan.nb201_gpu_hours == pytest.approx(recorded / 3600)
-    cifar10 = make_plan(small_spec("cifar10"), throughput, 4, published_csv)
+    cifar10 = make_plan(small_spec("cifar10"), throughput, 4, pd.read_csv(published_csv))
     assert cifar10.nb201_gpu_hours == pytest.approx(2 * recorded / 3600)  # 50k images vs 25k
 
     report = plan.report(spec, 4)
@@ -115,3 +115,11 @@ def test_plan_cli_unknown_gpu_type_is_one_clear_error(capsys):
     assert code == 2
     assert len(lines) == 1 and "tpu-v9" in lines[0] and "--calibrate" in lines[0], err
     assert "Traceback" not in err
+
+
+def test_plan_reads_nb201s_training_times_from_the_shipped_table(capsys):
+    """No `--published`: the table that ships with the code, so a machine without ../shared compares too."""
+    from pipeline.__main__ import main
+
+    code = main(["plan", "--config", str(REPO / "configs" / "cifar10-full.yaml"), "--gpu-type", "cpu-2core"])
+    assert code == 0 and "NB201's own record" in capsys.readouterr().out
