@@ -193,7 +193,7 @@ def test_submitted_job_packs_two_trials_per_gpu(cluster, cifar10_dir, published_
     logs = make("logs", cluster, JOB="nb201-test-job").stdout
     assert status == JobStatus.SUCCEEDED, logs[-4000:]
     assert "succeeded" in make("status", cluster, JOB="nb201-test-job").stdout.lower()
-    assert f"done: {2 * len(cells)} units ({2 * len(cells)} trained now, 0 already finished, 0 failed)" in logs
+    assert f"done: {2 * len(cells)} units ({2 * len(cells)} trained now, 0 already finished, 0 failed now" in logs
 
     run_dir = next((cluster.root / "results").glob("job-*"))
     table = pd.read_parquet(run_dir / "results.parquet")
