@@ -13,7 +13,10 @@ DEFAULT_INITS: tuple[str, ...] = ("torch-default",)
 
 
 def _quadrant(protocol_rows: pd.DataFrame) -> tuple[str, str] | None:
-    """(init, LR) quadrant of one protocol's trials: default/arch init x fixed/scaled LR."""
+    """(init, LR) quadrant of one protocol's trials: default/arch init x fixed/scaled LR; None for a μP
+    protocol (`parametrization: mup`: another optimizer, outside the 2x2)."""
+    if "parametrization" in protocol_rows and (protocol_rows["parametrization"] == "mup").any():
+        return None
     inits = set(protocol_rows["init_rule"].dropna())
     rules = set(protocol_rows["lr_rule"].dropna()) if "lr_rule" in protocol_rows else set()
     if len(inits) != 1:

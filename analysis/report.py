@@ -149,9 +149,28 @@ def _settings_lines(run: RunData) -> list[str]:
     described = [c for c in ("init_rule", "lr_rule", "base_lr") if c in t]
     if described:
         per = t.groupby("protocol")[described].agg(lambda s: ", ".join(map(str, sorted(s.dropna().unique()))))
+        mup = _mup_settings(t)
         for protocol, row in per.iterrows():
-            lines.append(f"- protocol `{protocol}`: " + "; ".join(f"{c} {row[c]}" for c in described))
+            lines.append(
+                f"- protocol `{protocol}`: " + "; ".join(f"{c} {row[c]}" for c in described) + mup.get(protocol, "")
+            )
     return lines
+
+
+def _mup_settings(t: pd.DataFrame) -> dict[str, str]:
+    """Protocol -> "; μP base width B, delta width D" for the protocols trained under `mup` (issue 18 item 7)."""
+    if "parametrization" not in t:
+        return {}
+    mup = t[t["parametrization"] == "mup"]
+    out = {}
+    for protocol, rows in mup.groupby("protocol"):
+        widths = sorted(
+            {(int(b), int(d)) for b, d in zip(rows["mup_base_width"], rows["mup_delta_width"], strict=True)}
+        )
+        out[str(protocol)] = "; μP (mup's MuReadout + MuSGD), base width / delta width " + ", ".join(
+            f"{b} / {d}" for b, d in widths
+        )
+    return out
 
 
 def render(

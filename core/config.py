@@ -21,6 +21,10 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
 SCHEDULES: tuple[str, ...] = ("epoch", "step", "constant")
 """Cosine updated once per epoch (NB201's and the official code's; the default), cosine updated at
 every step, or a constant LR (the base-LR finder's one-epoch trials, paper §4)."""
+PARAMETRIZATIONS: tuple[str, ...] = ("sp", "mup")
+"""`sp`: the standard parametrization, `torch.optim.SGD` with one LR (NB201's; the default). `mup`: Microsoft's
+`mup` package as its basic usage says (`MuReadout` classifier, `set_base_shapes` from a base and a delta
+network of widths `mup_base_width` / `mup_delta_width`, `MuSGD`): pipeline/train/muparam.py."""
 
 
 class ConfigError(UserError):
@@ -52,6 +56,12 @@ class TrainConfig:
     end_train_pass: bool = False
     """After the last epoch, one more pass over the training split with the final weights, no update:
     `TrainRecord.end_train_loss` (the base-LR finder's score)."""
+    parametrization: str = "sp"
+    mup_base_width: int | None = None
+    """`mup` only: the width C of the base network (`mup.set_base_shapes`' base): where `lr` counts as tuned."""
+    mup_delta_width: int | None = None
+    """`mup` only: the width C of the delta network; it only marks which dimensions are widths (any value other
+    than the base gives the same multipliers)."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
@@ -68,6 +78,25 @@ class TrainConfig:
             raise ConfigError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
+        self._check_parametrization()
+
+    def _check_parametrization(self) -> None:
+        widths = (self.mup_base_width, self.mup_delta_width)
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise ConfigError(
+                f"unknown parametrization {self.parametrization!r}; expected one of {', '.join(PARAMETRIZATIONS)}"
+            )
+        if self.parametrization == "sp" and widths != (None, None):
+            raise ConfigError("mup_base_width and mup_delta_width only apply with parametrization 'mup'")
+        if self.parametrization == "mup":
+            if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+                raise ConfigError(
+                    f"parametrization 'mup' needs positive integer mup_base_width and mup_delta_width, got {widths}"
+                )
+            if widths[0] == widths[1]:
+                raise ConfigError(
+                    "mup_delta_width must differ from mup_base_width (the delta marks which dimensions are widths)"
+                )
 
     def lr_at(self, epoch: int, step: int, steps_per_epoch: int) -> float:
         """The LR of step `step` (0-based, counted over the run), in 0-based `epoch`.

@@ -87,7 +87,17 @@ class TrialRow:
     image_size: int | None = column("side (px) of the images the network saw (`image_size`, else the dataset's)")
     momentum: float | None = column("SGD momentum")
     nesterov: bool | None = column("Nesterov momentum")
-    weight_decay: float | None = column("weight decay on every parameter")
+    weight_decay: float | None = column(
+        "weight decay on every parameter (under `mup`: before MuSGD's per-layer scaling)"
+    )
+    parametrization: str | None = column(
+        "`sp` (one LR for every parameter, NB201's) or `mup` (Microsoft's `mup`: MuReadout, MuSGD's per-layer LR and "
+        "weight-decay multipliers); null in stores written before the column (= `sp`)"
+    )
+    mup_base_width: int | None = column("`mup`: width C of `set_base_shapes`' base network; null under `sp`")
+    mup_delta_width: int | None = column(
+        "`mup`: width C of the delta network (marks the width dimensions); null under `sp`"
+    )
     precision: str | None = column(
         "`fp32` or `bf16 autocast`: the numerics the trial ran in (the run's `precision`, resolved on its device)"
     )

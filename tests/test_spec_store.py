@@ -41,7 +41,7 @@ RUN_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if p.name != "
 def test_shipped_configs_load(path):
     spec = load_spec(path)
     assert (spec.protocols or spec.lr_transfer) and spec.run_id.startswith(spec.name + "-")
-    assert len(RUN_CONFIGS) == 7  # cpu, ablation, the three paper-scale configs and the two LR-transfer studies
+    assert len(RUN_CONFIGS) == 8  # cpu, ablation, the three paper-scale configs, the two LR-transfer studies, μP
 
 
 def test_cpu_config_ranks_at_least_24_trainable_cells_with_both_protocols():

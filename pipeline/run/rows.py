@@ -33,6 +33,9 @@ def base_row(spec: RunSpec, protocol: Protocol, index: int, seed: int, base_lr: 
         "init_rule": protocol.init,
         "lr_rule": protocol.lr_rule,
         "base_lr": base_lr,
+        "parametrization": protocol.parametrization,
+        "mup_base_width": protocol.mup_base_width,
+        "mup_delta_width": protocol.mup_delta_width,
         "code_version": code_version(),
         "code_identity": code_identity(),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -61,6 +64,9 @@ def config_columns(cfg: TrainConfig) -> dict[str, Any]:
         "momentum": cfg.momentum,
         "nesterov": cfg.nesterov,
         "weight_decay": cfg.weight_decay,
+        "parametrization": cfg.parametrization,
+        "mup_base_width": cfg.mup_base_width,
+        "mup_delta_width": cfg.mup_delta_width,
     }
 
 

@@ -42,6 +42,10 @@ class Protocol:
     `lr` set: that LR for every cell (NB201's recipe is torch-default + 0.1).
     `lr_rule` set: LR = base_lr x cells.lr_factor(cell, lr_rule); base_lr "auto" = found by
     `find-base-lr` on the skip-chain base network.
+    `parametrization: mup` (with a fixed `lr`): the μP baseline of the paper's Appendix E.3, Microsoft's `mup`
+    as its basic usage says, base and delta networks of widths `mup_base_width` and `mup_delta_width`
+    (core.config.PARAMETRIZATIONS; pipeline/train/muparam.py). Absent (`sp`), none of the three keys enters
+    the run identity, so run ids from before they existed stay.
     """
 
     __pydantic_config__ = _TYPED
@@ -51,10 +55,18 @@ class Protocol:
     lr: float | None = None
     lr_rule: str | None = None
     base_lr: float | str | None = None
+    parametrization: str = "sp"
+    mup_base_width: int | None = None
+    mup_delta_width: int | None = None
 
     @property
     def scaled(self) -> bool:
         return self.lr_rule is not None
+
+    @property
+    def lone_only(self) -> bool:
+        """Trained as a lone network, never fused (pipeline/train/fused.py refuses μP: another optimizer)."""
+        return self.parametrization != "sp"
 
     def lr_for(self, cell: Cell, base_lr: float | None) -> float:
         """The peak LR this protocol gives `cell`: its fixed `lr`, or base_lr x the rule's factor
@@ -211,6 +223,10 @@ class RunSpec:
             identity["base_lr_search"].pop("score")
         if self.lr_transfer is None:
             identity.pop("lr_transfer")
+        for protocol in identity["protocols"]:  # `sp` (the default) keeps the run ids from before the keys
+            if protocol["parametrization"] == "sp":
+                for key in ("parametrization", "mup_base_width", "mup_delta_width"):
+                    protocol.pop(key)
         return identity
 
     @property
@@ -245,6 +261,9 @@ class RunSpec:
             schedule=self.schedule,
             precision=self.precision,
             eval_every=self.eval_every,
+            parametrization=protocol.parametrization,
+            mup_base_width=protocol.mup_base_width,
+            mup_delta_width=protocol.mup_delta_width,
         )
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 
 from cells import INIT_RULES, LR_RULES, N_CELLS
-from core.config import PRECISIONS, SCHEDULES
+from core.config import PARAMETRIZATIONS, PRECISIONS, SCHEDULES
 from core.datasets import DATASET_NAMES, image_size_problem
-from pipeline.run.spec import FINDER_SCORES, SELECTIONS, RunSpec, SpecError, parse_cell_ref
+from pipeline.run.spec import FINDER_SCORES, SELECTIONS, Protocol, RunSpec, SpecError, parse_cell_ref
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """A run name is a folder name under results/: no path separators, no leading dot."""
@@ -152,6 +152,33 @@ def _check_protocols(spec: RunSpec) -> None:
                 p.base_lr == "auto" or (isinstance(p.base_lr, int | float) and p.base_lr > 0),
                 f"{where}: base_lr must be a positive number or 'auto'",
             )
+        _check_mup(p, where)
+
+
+def _check_mup(p: Protocol, where: str) -> None:
+    """`parametrization`: sp, or mup with a fixed LR and a base and a delta width (core.config.PARAMETRIZATIONS)."""
+    _check(
+        p.parametrization in PARAMETRIZATIONS,
+        f"{where}: parametrization {p.parametrization!r} is unknown; choose one of {', '.join(PARAMETRIZATIONS)}",
+    )
+    widths = (p.mup_base_width, p.mup_delta_width)
+    if p.parametrization == "sp":
+        _check(
+            widths == (None, None), f"{where}: mup_base_width and mup_delta_width only apply with parametrization: mup"
+        )
+        return
+    _check(
+        p.lr is not None,
+        f"{where}: parametrization mup takes a fixed lr (MuSGD at NB201's 0.1, the paper's App. E.3), not lr_rule",
+    )
+    _check(
+        all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths),
+        f"{where}: parametrization mup needs mup_base_width and mup_delta_width, positive integers (e.g. 16 and 8)",
+    )
+    _check(
+        widths[0] != widths[1],
+        f"{where}: mup_delta_width must differ from mup_base_width (the delta only marks which dimensions are widths)",
+    )
 
 
 def _check_resources(spec: RunSpec) -> None:

@@ -111,8 +111,10 @@ def remaining(spec: RunSpec, selected: list[int], stored: dict[tuple[str, int, i
 
 def fused_groups(train: tuple[tuple[Unit, int], ...], k: int) -> list[list[tuple[Unit, int]]]:
     """The units to train, as groups of at most `k` that train the same cell (one fused network
-    each, pipeline/train/fused.py); k = 1 gives one unit per group. Order of first appearance is kept."""
-    by_cell: dict[int, list[tuple[Unit, int]]] = {}
-    for item in train:
-        by_cell.setdefault(item[0].index, []).append(item)
+    each, pipeline/train/fused.py); k = 1 gives one unit per group. Order of first appearance is kept.
+    A `lone_only` protocol's unit (μP: the fused trainer refuses it) is a group of its own, so it never holds up
+    a group that does fuse."""
+    by_cell: dict[tuple[int, int], list[tuple[Unit, int]]] = {}
+    for n, item in enumerate(train):
+        by_cell.setdefault((item[0].index, n + 1 if item[0].protocol.lone_only else 0), []).append(item)
     return [members[i : i + k] for members in by_cell.values() for i in range(0, len(members), k)]

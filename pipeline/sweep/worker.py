@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import platform
 import traceback
+from importlib import metadata
 from typing import Any
 
 import numpy
@@ -28,6 +29,7 @@ def package_versions() -> dict[str, str]:
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "ray": ray.__version__,
+        "mup": metadata.version("mup"),
     }
 
 

@@ -11,6 +11,8 @@ Nesterov momentum 0.9, weight decay 5e-4 on every parameter, one LR for all para
 group, as the official code), batch 256 with the last partial batch kept, cosine from the peak LR
 to 0 updated once per epoch (NB201's; per step or constant via `cfg.schedule`), no warm-up,
 cross-entropy, crop+flip augmentation; init `cfg.init_rule` (NB201's: `torch-default`).
+`cfg.parametrization = "mup"`: the same recipe under Microsoft's `mup` (muparam.py: MuReadout, base
+shapes, MuSGD's per-layer LR and weight-decay multipliers), the paper's App. E.3 baseline.
 
 Numerics: channels_last, bf16 autocast where native (numerics.py). CPU runs are bit-for-bit
 reproducible: same seed, machine and thread count → same record. A non-finite training loss ends
@@ -31,6 +33,7 @@ from core.config import TrainConfig
 from pipeline.train.data import DatasetSplits, TrainBatches
 from pipeline.train.loop import EpochProgress, Trainee, TrainRecord, build_record, device_splits, lr_table, train_epochs
 from pipeline.train.model import TinyNetwork, build_model, n_params
+from pipeline.train.muparam import MuTinyNetwork, build_mup_model, move, mu_sgd
 from pipeline.train.numerics import Numerics, setup_numerics
 
 DIVERGENCE_CHECK_EVERY = 25
@@ -39,19 +42,26 @@ DIVERGENCE_CHECK_EVERY = 25
 
 class LoneTrainee(Trainee):
     """One TinyNetwork under `torch.optim.SGD`: one param group, one LR for every parameter (the
-    official code); fused kernels on CUDA."""
+    official code); fused kernels on CUDA. Under `cfg.parametrization == "mup"` the network is a
+    `muparam.MuTinyNetwork` and the optimizer mup's MuSGD, whose groups keep their LR multipliers
+    through the schedule (`lr_mults`; None = one LR for every group, the `sp` path)."""
 
     def __init__(self, model: TinyNetwork, cfg: TrainConfig, batches: TrainBatches, numerics: Numerics) -> None:
         self.model, self.members, self.numerics = model, 1, numerics
         self.train_batches, self.normalise = batches, batches.normalise
-        self.optimizer = torch.optim.SGD(
-            model.parameters(),
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-            nesterov=cfg.nesterov,
-            fused=numerics.on_cuda,
-        )
+        self.lr_mults: list[float] | None = None
+        if cfg.parametrization == "mup":
+            assert isinstance(model, MuTinyNetwork)
+            self.optimizer, self.lr_mults = mu_sgd(model, cfg, fused=numerics.on_cuda)
+        else:
+            self.optimizer = torch.optim.SGD(
+                model.parameters(),
+                lr=cfg.lr,
+                momentum=cfg.momentum,
+                weight_decay=cfg.weight_decay,
+                nesterov=cfg.nesterov,
+                fused=numerics.on_cuda,
+            )
         self.lrs: list[float] = lr_table([cfg], len(batches))[:, 0].tolist()
         self.check_every = DIVERGENCE_CHECK_EVERY if numerics.on_cuda else 1
 
@@ -59,8 +69,12 @@ class LoneTrainee(Trainee):
         return self.train_batches.epoch()
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lrs[step]
+        if self.lr_mults is None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lrs[step]
+        else:
+            for group, mult in zip(self.optimizer.param_groups, self.lr_mults, strict=True):
+                group["lr"] = self.lrs[step] * mult
         with self.numerics.autocast:
             logits = self.model(x)
             loss = F.cross_entropy(logits, y)
@@ -97,6 +111,22 @@ def end_of_training_loss(model: TinyNetwork, batches: TrainBatches, autocast: Ab
     return loss_sum.item() / max(1, seen)
 
 
+def _mup_model(cell: Cell, num_classes: int, cfg: TrainConfig, numerics: Numerics) -> MuTinyNetwork:
+    """The μP network (muparam.build_mup_model), built on the CPU like the `sp` one, then moved."""
+    assert cfg.mup_base_width is not None and cfg.mup_delta_width is not None
+    model = build_mup_model(
+        cell,
+        num_classes,
+        width=cfg.width,
+        cells_per_stage=cfg.cells_per_stage,
+        init_rule=cfg.init_rule,
+        seed=cfg.seed,
+        base_width=cfg.mup_base_width,
+        delta_width=cfg.mup_delta_width,
+    )
+    return move(model, numerics.device, numerics.memory_format)
+
+
 def train(
     cell: Cell | str,
     data: DatasetSplits,
@@ -115,14 +145,17 @@ def train(
     numerics = setup_numerics(cfg)
     dev = numerics.device
     # Seeded init on the CPU (device-independent), then moved.
-    model = build_model(
-        cell,
-        data.num_classes,
-        width=cfg.width,
-        cells_per_stage=cfg.cells_per_stage,
-        init_rule=cfg.init_rule,
-        seed=cfg.seed,
-    ).to(device=dev, memory_format=numerics.memory_format)
+    if cfg.parametrization == "mup":
+        model: TinyNetwork = _mup_model(cell, data.num_classes, cfg, numerics)
+    else:
+        model = build_model(
+            cell,
+            data.num_classes,
+            width=cfg.width,
+            cells_per_stage=cfg.cells_per_stage,
+            init_rule=cfg.init_rule,
+            seed=cfg.seed,
+        ).to(device=dev, memory_format=numerics.memory_format)
     batches = TrainBatches(
         data.train_x,
         data.train_y,

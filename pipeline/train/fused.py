@@ -260,8 +260,9 @@ def train_fused(
     returns each member unpacked.
     """
     cell = Cell.parse(cell) if isinstance(cell, str) else cell
-    if not members or not can_fuse(members):
-        raise ValueError(f"fused members may differ only in {', '.join(sorted(FUSABLE_DIFFERENCES))}")
+    refusal = fuse_refusal(members) if members else "no members"
+    if refusal is not None:
+        raise ValueError(f"cannot fuse: {refusal}")
     group, k = members[0], len(members)
     wall_start = time.perf_counter()
     # Autocast's weight cache off: under CUDA graphs cached casts would be stale on replay.
@@ -318,13 +319,28 @@ def seen_images(steps: int, steps_per_epoch: int, batch_size: int, n: int) -> in
 def can_fuse(cfgs: Sequence[TrainConfig]) -> bool:
     """Whether these trainings of one cell can run as one fused network (no mid-run evaluation, no
     extra end-of-training pass: what `train_fused` implements)."""
+    return fuse_refusal(cfgs) is None
+
+
+def fuse_refusal(cfgs: Sequence[TrainConfig]) -> str | None:
+    """Why these trainings cannot run as one fused network, or None when they can."""
     first = cfgs[0].to_dict()
     if first.get("eval_every") or first.get("end_train_pass"):
-        return False
-    return all(
-        all(value == first[name] for name, value in cfg.to_dict().items() if name not in FUSABLE_DIFFERENCES)
-        for cfg in cfgs[1:]
-    )
+        return "mid-run evaluation and the end-of-training pass are the lone trainer's"
+    if any(cfg.parametrization != "sp" for cfg in cfgs):
+        # FusedSGD steps every member with one LR per member; μP needs mup's MuReadout and MuSGD's per-layer LR
+        # and weight-decay multipliers (pipeline/train/muparam.py), which only the lone trainer builds.
+        return "parametrization mup trains with MuSGD (per-layer LR multipliers), another optimizer than FusedSGD"
+    for cfg in cfgs[1:]:
+        differing = sorted(
+            name for name, value in cfg.to_dict().items() if name not in FUSABLE_DIFFERENCES and value != first[name]
+        )
+        if differing:
+            return (
+                f"members differ in {', '.join(differing)}; they may differ only in "
+                f"{', '.join(sorted(FUSABLE_DIFFERENCES))}"
+            )
+    return None
 
 
 def train_group(cell: Cell | str, data: DatasetSplits, cfgs: Sequence[TrainConfig]) -> list[TrainRecord]:
