@@ -23,6 +23,7 @@ from benchmarks.published import read_published
 from benchmarks.table_file import read_table
 from core.errors import UserError
 from core.runfiles import REPORT_FILE, RESULTS_DB
+from pipeline.run.lr_transfer import trial_spec
 from pipeline.run.spec import Download, RunSpec, SpecError
 from pipeline.run.spec_load import load_spec
 from pipeline.run.store import ResultsMirror, ResultsStore, StoreError, inspect_store
@@ -232,8 +233,6 @@ def run_plan(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args)
     if spec.lr_transfer:  # the study's trials as protocols x seeds; each adds an end-of-epoch pass under end-pass
-        from pipeline.run.lr_transfer import trial_spec
-
         spec = trial_spec(spec)
         print(f"LR-transfer study: {len(spec.protocols)} grid LRs as protocols, plus the skip chain as one more cell")
     if args.gpus < 1:
