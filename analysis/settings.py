@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analysis import stats
+from core import nb201
 
 BASELINE = "nb201"
 """The protocol NB201 itself used (PyTorch's default init, LR 0.1); gains are measured over it."""
 MIN_FOR_VERDICT = 10
 """Below this many cells the report states numbers but draws no conclusion from them."""
-NB201_SCALE = {"epochs": 200, "width": 16, "cells_per_stage": 5}
+NB201_SCALE = {"epochs": nb201.EPOCHS, "width": nb201.WIDTH, "cells_per_stage": nb201.CELLS_PER_STAGE}
 """NB201's own training budget and network; a run that differs is a proxy."""
 VERDICT_KS: tuple[float, ...] = (100, 10)
 """The top-K% sets the report's sentences read (all cells, the published top 10%)."""

@@ -14,6 +14,7 @@ import pandas as pd
 
 from analysis.runs import RESULT_COLUMN
 from benchmarks import Reference
+from core import nb201
 from core.rows import COLUMNS, arrow_schema, to_record
 from core.runfiles import RESULTS_TABLE
 
@@ -32,7 +33,7 @@ def synthetic_results(
     indices: Sequence[int],
     protocols: Sequence[str] = ("nb201", "scaled"),
     seeds: Sequence[int] = (0,),
-    epochs: int = 200,
+    epochs: int = nb201.EPOCHS,
     noise: float = 0.5,
     no_path: Sequence[int] = (),
     diverged: Sequence[tuple[str, int, int]] = (),
@@ -68,7 +69,7 @@ def synthetic_results(
                     "base_lr": None if spec["lr_rule"] is None else 0.46,
                     "init_rule": spec["init_rule"],
                     "lr_rule": spec["lr_rule"],
-                    "width": 16,
+                    "width": nb201.WIDTH,
                     "cells_per_stage": 5,
                     "epochs": epochs,
                     "train_loss": list(np.linspace(2.3, 0.5, num=max(1, min(epochs, 5)))),

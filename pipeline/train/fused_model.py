@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from cells import Cell
+from core import nb201
 from core.config import TrainConfig
 from core.shape import NetShape
 from pipeline.train.model import Skeleton, TinyNetwork, build_model
@@ -51,7 +52,14 @@ class FusedTinyNetwork(Skeleton):
     `shape` is one member's shape.
     """
 
-    def __init__(self, cell: Cell, num_classes: int, k: int, width: int = 16, cells_per_stage: int = 5) -> None:
+    def __init__(
+        self,
+        cell: Cell,
+        num_classes: int,
+        k: int,
+        width: int = nb201.WIDTH,
+        cells_per_stage: int = nb201.CELLS_PER_STAGE,
+    ) -> None:
         if k < 1:
             raise ValueError(f"need at least one member, got k={k}")
         super().__init__(cell, NetShape(width, cells_per_stage, num_classes=num_classes), groups=k)

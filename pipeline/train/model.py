@@ -30,6 +30,7 @@ from cells import (
     reduction_init_degrees,
 )
 from cells.classes import INPUT
+from core import nb201
 from core.shape import NetShape
 
 BN_MOMENTUM = 0.1
@@ -206,7 +207,12 @@ class TinyNetwork(Skeleton):
     """NB201's TinyNetwork: the skeleton (`Skeleton`) with one linear classifier."""
 
     def __init__(
-        self, cell: Cell, num_classes: int, width: int = 16, cells_per_stage: int = 5, prune: bool = True
+        self,
+        cell: Cell,
+        num_classes: int,
+        width: int = nb201.WIDTH,
+        cells_per_stage: int = nb201.CELLS_PER_STAGE,
+        prune: bool = True,
     ) -> None:
         super().__init__(cell, NetShape(width, cells_per_stage, num_classes=num_classes), prune=prune)
         self.classifier = nn.Linear(self.shape.final_channels, num_classes)
@@ -296,8 +302,8 @@ def build_model(
     cell: Cell,
     num_classes: int,
     *,
-    width: int = 16,
-    cells_per_stage: int = 5,
+    width: int = nb201.WIDTH,
+    cells_per_stage: int = nb201.CELLS_PER_STAGE,
     init_rule: str = "torch-default",
     seed: int = 0,
     prune: bool = True,

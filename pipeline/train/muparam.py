@@ -28,6 +28,7 @@ from mup import MuReadout, MuSGD, set_base_shapes
 from mup.shape import apply_infshapes, get_infshapes
 
 from cells import Cell
+from core import nb201
 from core.config import TrainConfig
 from pipeline.train.model import TinyNetwork, init_weights
 
@@ -36,7 +37,12 @@ class MuTinyNetwork(TinyNetwork):
     """NB201's TinyNetwork with `mup.MuReadout` as its classifier (same name, same place in the parameter order)."""
 
     def __init__(
-        self, cell: Cell, num_classes: int, width: int = 16, cells_per_stage: int = 5, prune: bool = True
+        self,
+        cell: Cell,
+        num_classes: int,
+        width: int = nb201.WIDTH,
+        cells_per_stage: int = nb201.CELLS_PER_STAGE,
+        prune: bool = True,
     ) -> None:
         super().__init__(cell, num_classes, width, cells_per_stage, prune)
         self.classifier = MuReadout(self.shape.final_channels, num_classes)
