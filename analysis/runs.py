@@ -199,6 +199,16 @@ def read_search(run_dir: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and record else None
 
 
+def run_dataset(run_dir: Path) -> str:
+    """The dataset a run trained on (its first row's); a run with no rows at all is a RunTableError."""
+    trials = read_results(Path(run_dir))
+    if trials.empty:
+        raise RunTableError(
+            f"{Path(run_dir) / RESULTS_TABLE} has no rows yet. Fix: wait for the run's first units, or rerun it"
+        )
+    return str(trials["dataset"].iloc[0])
+
+
 def load_run(
     run_dir: Path,
     reference: Reference,
@@ -211,6 +221,12 @@ def load_run(
     run_dir = Path(run_dir)
     trials = score_diverged(read_results(run_dir), diverged)
     kept = kept_statuses(keep, diverged)
+    if not trials["status"].isin(kept).any():
+        counts = ", ".join(f"{status} {n}" for status, n in trials["status"].value_counts().items()) or "no rows"
+        raise RunTableError(
+            f"{run_dir} has no trained rows to compare ({counts}). Fix: see the `error` column of its "
+            f"{RESULTS_TABLE} for why, then rerun `make evaluate` (failed units are retried)"
+        )
     seeds = seed_values(trials, kept)
     try:
         cells, notes = join_reference(seeds, reference, epochs)

@@ -405,3 +405,16 @@ def test_the_finder_section_says_when_the_pick_has_no_error_bar() -> None:
     assert "has no error bar" in _pick_caveats({"se_defined": False, "diverged_cap": None})
     assert _pick_caveats({"se_defined": True, "diverged_cap": None}) == ""
     assert "diverged at 2.5: no pick at or above it" in _pick_caveats({"se_defined": True, "diverged_cap": 2.5})
+
+
+def test_an_empty_run_and_a_run_without_trained_rows_say_so(tmp_path: Path, csv_ref: Reference) -> None:
+    """Not an IndexError, not a complaint about the reference: what is wrong with the run, and the fix."""
+    from analysis.runs import RunTableError, load_run, run_dataset
+
+    results = synthetic_results(csv_ref, "cifar10", list(range(100, 110)), protocols=("nb201",), epochs=2)
+    empty = write_run(tmp_path / "empty", results.iloc[:0])
+    with pytest.raises(RunTableError, match="has no rows yet"):
+        run_dataset(empty)
+    failed = results.assign(status="failed", test_acc=np.nan, valid_acc=np.nan)
+    with pytest.raises(RunTableError, match=r"no trained rows to compare \(failed 10\).*`error` column"):
+        load_run(write_run(tmp_path / "failed", failed), csv_ref)

@@ -44,3 +44,14 @@ def test_notebook_executes_on_a_small_run(tmp_path: Path, published_csv: Path, m
     assert "cifar100, test vs cifar100_test_acc_200ep" in text
     assert "Kendall τ-b" in text  # the report's main table
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the τ@K plot rendered
+
+
+def test_notebook_on_an_empty_run_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = open_reference("published")
+    run_dir = write_run(tmp_path / "run", synthetic_results(reference, "cifar10", [500], epochs=3).iloc[:0])
+    monkeypatch.setenv("NB201_RUN_DIR", str(run_dir))
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(REPO)}})
+    with pytest.raises(Exception, match="has no rows yet") as failure:
+        client.execute()
+    assert "IndexError" not in str(failure.value)
