@@ -151,9 +151,8 @@ def _settings_lines(run: RunData) -> list[str]:
         per = t.groupby("protocol")[described].agg(lambda s: ", ".join(map(str, sorted(s.dropna().unique()))))
         mup = _mup_settings(t)
         for protocol, row in per.iterrows():
-            lines.append(
-                f"- protocol `{protocol}`: " + "; ".join(f"{c} {row[c]}" for c in described) + mup.get(protocol, "")
-            )
+            settings = "; ".join(f"{c} {row[c]}" for c in described if row[c])  # a fixed LR has no rule or base
+            lines.append(f"- protocol `{protocol}`: {settings}{mup.get(protocol, '')}")
     return lines
 
 
