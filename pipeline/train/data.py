@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from core.datasets import DATASETS, DatasetInfo
+from core.datasets import DATASETS, DatasetInfo, image_size_problem
 from core.provenance import Fingerprint
 from pipeline.train.download import DownloadError, Fetch, FetchSettings, ensure
 from pipeline.train.readers import (
@@ -162,8 +162,9 @@ def load_splits(
         raise DataError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     info = DATASETS[dataset]
     side = info.image_size if image_size is None else image_size
-    if not (isinstance(side, int) and 1 <= side <= info.image_size and info.image_size % side == 0):
-        raise DataError(f"image_size {image_size!r} must divide {dataset}'s {info.image_size} px (e.g. 16)")
+    problem = image_size_problem(dataset, side)
+    if problem:
+        raise DataError(problem)
     pad = max(1, info.pad * side // info.image_size) if side != info.image_size else info.pad
     folders = locate(dataset, data_dir, download)
     data_dir = folders[0] if len(folders) == 1 else os.pathsep.join(map(str, folders))
