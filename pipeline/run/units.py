@@ -91,6 +91,16 @@ class Todo:
             f"finished, {self.exhausted} failed {max_attempts}x (not retried), {len(self.train)} to train"
         )
 
+    def counts(self, trained: int, failed: int) -> dict[str, int]:
+        """The run's closing tally (the CLI's `done:` line), given what this invocation trained."""
+        return {
+            "units": len(self.units),
+            "trained": trained,
+            "failed": failed,
+            "skipped": self.finished,
+            "gave_up": self.exhausted,
+        }
+
 
 def remaining(spec: RunSpec, selected: list[int], stored: dict[tuple[str, int, int], tuple[str, int]]) -> Todo:
     """The pure "what is left" step: the run's units against the store's (status, attempts) per key."""

@@ -52,13 +52,7 @@ def train_study(spec: RunSpec, selected: list[int], data: Any, store: ResultsSto
     )
     table = write_table(spec, store.table())
     log(summary(table))
-    return {
-        "units": len(todo.units),
-        "trained": progress.done,
-        "failed": progress.failed,
-        "skipped": todo.finished,
-        "gave_up": todo.exhausted,
-    }
+    return todo.counts(progress.done, progress.failed)
 
 
 def write_table(spec: RunSpec, rows: pd.DataFrame) -> pd.DataFrame:

@@ -208,13 +208,7 @@ def _train_all(spec: RunSpec, selected: list[int], data: Any, store: ResultsStor
     store.write(_stamped(no_path, data.fingerprint))
     log(todo.summary(len(selected), spec.max_attempts))
     progress = drain(spec, todo, base_lrs, data_ref, len(data.train_y), store, log, data.fingerprint)
-    return {
-        "units": len(todo.units),
-        "trained": progress.done,
-        "failed": progress.failed,
-        "skipped": todo.finished,
-        "gave_up": todo.exhausted,
-    }
+    return todo.counts(progress.done, progress.failed)
 
 
 # --- entry points for the CLI --------------------------------------------------------------
