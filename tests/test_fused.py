@@ -250,6 +250,51 @@ def test_a_diverging_member_leaves_the_others_alone(data: DatasetSplits) -> None
         train_fused(cell, data, [CALM[0], CALM[1].with_(batch_size=8)])
 
 
+def test_curves_and_end_pass_equal_the_lone_engine(data: DatasetSplits) -> None:
+    """`eval_every` and the finder's end-of-training pass fuse (the LR-transfer study's trials): each
+    member's learning curve, final evaluation and `end_train_loss` are the lone `engine.train`'s, on the
+    production fp32 path at well-conditioned LRs; a member that diverges gets no end pass."""
+    from pipeline.train.engine import train
+
+    cell = Cell.parse("3_33_333")
+    extras = {"eval_every": 1, "end_train_pass": True, "precision": "fp32"}
+    group = [m.with_(**extras) for m in (*CALM, member("kaiming", seed=9, lr=1e6))]
+    records = [result.record for result in train_fused(cell, data, group)]
+    for cfg, record in zip(group[:3], records[:3], strict=True):
+        lone = train(cell, data, cfg)
+        assert record.status == lone.status == "ok" and record.eval_epochs == lone.eval_epochs == (1, 2, 3)
+        for split, curve in lone.eval_curve.items():
+            assert record.eval_curve[split] == pytest.approx(curve, abs=1e-9), split
+        assert record.eval_loss == pytest.approx(lone.eval_loss, rel=1e-5)
+        assert lone.end_train_loss is not None and record.end_train_loss == pytest.approx(lone.end_train_loss, rel=1e-5)
+        assert record.end_train_loss != record.train_loss[-1]
+    assert records[3].status == "diverged" and records[3].end_train_loss is None
+
+
+def test_end_pass_equals_a_hand_written_pass_fp64(data: DatasetSplits) -> None:
+    """In float64 the fused end pass is each member's own pass (its next seeded epoch, train mode) to 1e-9."""
+    cell = Cell.parse("2_00_012")
+    group = [m.with_(end_train_pass=True, channels_last=False, epochs=1) for m in MEMBERS[:3]]
+    results = train_fused(cell, data, group, float64=True, keep_models=True)
+    for cfg, result in zip(group, results, strict=True):
+        batches = member_batches(data, [cfg.seed], batch_size=BATCH)[0]
+        for _ in batches.epoch():  # the training epoch's draws
+            pass
+        model = result.model
+        assert model is not None
+        fresh = build_model(cell, data.num_classes, init_rule=cfg.init_rule, seed=cfg.seed, **SHAPE).double()
+        fresh.load_state_dict(model.state_dict())  # the trained weights and the BN statistics before the pass
+        # `unpack` returns the state after the pass; the pass changes only BN running statistics, which
+        # a train-mode forward does not read, so its losses are reproduced from the final weights.
+        fresh.train()
+        total, seen = 0.0, 0
+        with torch.no_grad():
+            for x, y in batches.epoch():
+                total += F.cross_entropy(fresh(x.double()), y, reduction="sum").item()
+                seen += len(y)
+        assert result.record.end_train_loss == pytest.approx(total / seen, rel=1e-9)
+
+
 def test_pack_unpack_round_trip() -> None:
     cell = Cell.parse("2_00_012")
     nets = [build_model(cell, 10, init_rule=m.init_rule, seed=m.seed, **SHAPE) for m in MEMBERS[:4]]

@@ -186,6 +186,7 @@ def test_tiny_study_through_ray(tmp_path, root, cifar10_dir):
     assert set(rows["protocol"]) == {"lr-0.05", "lr-0.5"} and (rows["lr_schedule"] == "constant").all()
     ok = rows[rows["status"] == "ok"]
     assert np.isfinite(ok["end_train_loss"].astype(float)).all() and (ok["epochs"] == 1).all()
+    assert (rows["fused_k"] == 2).all()  # a cell's trials train as fused pairs, the end-of-epoch pass included
     table = pd.read_parquet(run / "lr_transfer.parquet")
     assert set(table["nb201_index"]) == {BASE_INDEX, *CELLS} and len(table) == 6  # 3 cells x 2 scores
     assert "LR-transfer report" in (run / "report.md").read_text()

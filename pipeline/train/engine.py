@@ -3,8 +3,8 @@
 Read top to bottom: set up the numerics (numerics.py), build the model (dead edges pruned, see
 model.py), put the whole training split on the device, then the shared loop (loop.py) drives
 `LoneTrainee`'s plain SGD steps, evaluates every eval split (also every `cfg.eval_every` epochs,
-for learning curves) and builds the record; `cfg.end_train_pass` adds the finder's
-end-of-training loss.
+for learning curves), adds the finder's end-of-training loss under `cfg.end_train_pass`, and
+builds the record.
 
 Protocol (`core.TrainConfig`; defaults are NB201's 200-epoch config, digest §4.1b): SGD with
 Nesterov momentum 0.9, weight decay 5e-4 on every parameter, one LR for all parameters (one param
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
 
 import torch
 import torch.nn.functional as F
@@ -88,27 +87,10 @@ class LoneTrainee(Trainee):
             logits = self.model(x)
         return (logits.argmax(1) == y).sum(), F.cross_entropy(logits.float(), y, reduction="sum")
 
-
-@torch.no_grad()
-def end_of_training_loss(model: TinyNetwork, batches: TrainBatches, autocast: AbstractContextManager[object]) -> float:
-    """Mean cross-entropy of the final weights over one full pass of the training split.
-
-    "The training loss at the end of one epoch" (paper §4) read literally: the loss of the weights
-    the epoch ends with, on the whole training set, not the running mean over the epoch (that mean
-    rewards fast early progress and mixes in every LR the epoch went through). Train mode, so BN
-    normalises with batch statistics exactly as during training, and the same seeded augmentation
-    as a training epoch; no gradient, no update (BN running stats move, but the network is thrown
-    away). Costs one forward pass over the split (about a third of a training epoch).
-    """
-    model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=batches.device)
-    seen = 0
-    for x, y in batches.epoch():
-        with autocast:
-            logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        seen += len(y)
-    return loss_sum.item() / max(1, seen)
+    def loss_sum(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self.numerics.autocast:
+            logits = self.model(x)
+        return F.cross_entropy(logits.float(), y, reduction="sum").double().view(1)
 
 
 def _mup_model(cell: Cell, num_classes: int, cfg: TrainConfig, numerics: Numerics) -> MuTinyNetwork:
@@ -168,12 +150,6 @@ def train(
         channels_last=cfg.channels_last,
     )
     trace = train_epochs(LoneTrainee(model, cfg, batches, numerics), cfg, device_splits(data, dev), progress)
-
-    end_train_loss: float | None = None
-    if cfg.end_train_pass and trace.ok(0):  # after the final evaluation: this pass moves BN statistics
-        start = time.perf_counter()
-        end_train_loss = end_of_training_loss(model, batches, numerics.autocast)
-        trace.eval_s += time.perf_counter() - start
     return build_record(
         cfg,
         0,
@@ -185,5 +161,4 @@ def train(
         steps=trace.steps,
         images=trace.images,
         wall_s=time.perf_counter() - wall_start,
-        end_train_loss=end_train_loss,
     )

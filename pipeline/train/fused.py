@@ -236,6 +236,14 @@ class FusedTrainee(Trainee):
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.repeat(k), reduction="none")
         return (logits.argmax(-1) == y).sum(1), loss.view(k, -1).sum(1, dtype=torch.float64)
 
+    def loss_sum(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each member on its own batch (channels 3k..3k+2, labels row k); a frozen member's NaNs stay in its slices."""
+        with self.numerics.autocast:
+            logits = self.model(x)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 at least; fp64 stays fp64
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+        return loss.view(y.shape).sum(1, dtype=torch.float64)
+
     def alive(self) -> list[bool]:
         return self.active.tolist()
 
@@ -317,16 +325,13 @@ def seen_images(steps: int, steps_per_epoch: int, batch_size: int, n: int) -> in
 
 
 def can_fuse(cfgs: Sequence[TrainConfig]) -> bool:
-    """Whether these trainings of one cell can run as one fused network (no mid-run evaluation, no
-    extra end-of-training pass: what `train_fused` implements)."""
+    """Whether these trainings of one cell can run as one fused network (`fuse_refusal`)."""
     return fuse_refusal(cfgs) is None
 
 
 def fuse_refusal(cfgs: Sequence[TrainConfig]) -> str | None:
     """Why these trainings cannot run as one fused network, or None when they can."""
     first = cfgs[0].to_dict()
-    if first.get("eval_every") or first.get("end_train_pass"):
-        return "mid-run evaluation and the end-of-training pass are the lone trainer's"
     if any(cfg.parametrization != "sp" for cfg in cfgs):
         # FusedSGD steps every member with one LR per member; μP needs mup's MuReadout and MuSGD's per-layer LR
         # and weight-decay multipliers (pipeline/train/muparam.py), which only the lone trainer builds.

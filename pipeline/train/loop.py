@@ -4,7 +4,8 @@ A trainer says only what differs (`Trainee`): its network, its batches, one upda
 evaluation batch, all K-wide (K = 1 for a lone run). Everything else is written once here: the
 LR schedule (`lr_table`, from `TrainConfig.lr_at`), the epoch loop with its per-member loss,
 accuracy and divergence bookkeeping, mid-run and final evaluation of every split
-(`evaluate_splits`), and the `TrainRecord` each member returns (`build_record`).
+(`evaluate_splits`), the finder's end-of-training pass (`end_of_training_losses`), and the
+`TrainRecord` each member returns (`build_record`).
 
 Divergence: a member whose epoch loss is non-finite (or whom the trainer reports dead, `alive`)
 gets that epoch as `diverged_epoch`, no further curve entries and no evaluation; the loop ends
@@ -57,7 +58,7 @@ class TrainRecord:
     `cfg.eval_every`, always ending with the final epoch; empty when it is 0.
     `end_train_loss`: with `cfg.end_train_pass`, the mean CE of the final weights over one more
     seeded, augmented pass of the training split in train mode, without updates (see
-    `engine.end_of_training_loss`); None otherwise or when the run diverged.
+    `end_of_training_losses`); None otherwise or when the run diverged.
     """
 
     config: TrainConfig
@@ -143,6 +144,10 @@ class Trainee(ABC):
     def score(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One normalised eval batch, eval mode, no grad: (correct, CE summed) per member."""
 
+    @abstractmethod
+    def loss_sum(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One training batch through the network as it is (no grad, no update): CE summed, float64, per member."""
+
     def alive(self) -> list[bool]:
         """Members still training, as the trainer sees it (one host sync per epoch at most)."""
         return [True] * self.members
@@ -159,6 +164,8 @@ class Trace:
     eval_curve: list[dict[str, list[float]]]
     eval_acc: dict[str, list[float | None]]
     eval_loss: dict[str, list[float | None]]
+    end_train_loss: list[float | None] = field(default_factory=list)
+    """Per member, with `cfg.end_train_pass`: `end_of_training_losses`; None when it diverged or without the pass."""
     steps: int = 0
     """Steps the loop ran (the fused trainer counts each member's own)."""
     images: int = 0
@@ -176,6 +183,7 @@ class Trace:
             eval_curve=[{name: [] for name in names} for _ in range(k)],
             eval_acc={name: [None] * k for name in names},
             eval_loss={name: [None] * k for name in names},
+            end_train_loss=[None] * k,
         )
 
     def ok(self, i: int) -> bool:
@@ -236,6 +244,26 @@ def _one_epoch(trainee: Trainee, step: int) -> tuple[list[float], list[float], i
     return [s / seen for s in loss_sum.tolist()], [100.0 * c / seen for c in correct.tolist()], step, seen
 
 
+@torch.no_grad()
+def end_of_training_losses(trainee: Trainee) -> list[float]:
+    """Per member, the mean cross-entropy of the final weights over one full pass of the training split.
+
+    "The training loss at the end of one epoch" (paper §4) read literally: the loss of the weights
+    the epoch ends with, on the whole training set, not the running mean over the epoch (that mean
+    rewards fast early progress and mixes in every LR the epoch went through). Train mode, so BN
+    normalises with batch statistics exactly as during training, and each member's next seeded
+    augmented epoch; no gradient, no update (BN running stats move, so it runs after the final
+    evaluation). Costs one forward pass over the split (about a third of a training epoch).
+    """
+    trainee.model.train()
+    total = torch.zeros(trainee.members, dtype=torch.float64, device=trainee.numerics.device)
+    seen = 0
+    for x, y in trainee.batches():
+        total += trainee.loss_sum(x, y)
+        seen += y.shape[-1]
+    return [s / max(1, seen) for s in total.tolist()]
+
+
 def train_epochs(
     trainee: Trainee,
     cfg: TrainConfig,
@@ -243,7 +271,8 @@ def train_epochs(
     progress: Callable[[EpochProgress], None] | None = None,
 ) -> Trace:
     """`cfg.epochs` epochs (fewer if every member diverges), the `cfg.eval_every` curve, then the
-    final evaluation of every split for the members that finished. `progress` gets member 0's epoch."""
+    final evaluation of every split for the members that finished and, with `cfg.end_train_pass`,
+    their end-of-training loss. `progress` gets member 0's epoch."""
     trace = Trace.start(trainee.members, splits)
     eval_time = 0.0
     train_start = time.perf_counter()
@@ -280,6 +309,9 @@ def train_epochs(
             trace.eval_loss[name] = list(losses_by_split[name])
         if cfg.eval_every:
             trace.add_curve_point(cfg.epochs, accs_by_split)
+        if cfg.end_train_pass:
+            ends = end_of_training_losses(trainee)
+            trace.end_train_loss = [end if trace.ok(i) else None for i, end in enumerate(ends)]
     trace.eval_s = time.perf_counter() - eval_start + eval_time
     return trace
 
@@ -296,7 +328,6 @@ def build_record(
     steps: int,
     images: int,
     wall_s: float,
-    end_train_loss: float | None = None,
 ) -> TrainRecord:
     """Member i's `TrainRecord`: its config and curves, the group's device and timings, its own
     `steps` and training `images` (for images/s); eval results only if it finished."""
@@ -323,5 +354,5 @@ def build_record(
         images_per_s=images / trace.train_s if trace.train_s > 0 else 0.0,
         eval_epochs=tuple(trace.eval_epochs[i]),
         eval_curve={name: tuple(v) for name, v in trace.eval_curve[i].items()} if cfg.eval_every else {},
-        end_train_loss=end_train_loss,
+        end_train_loss=trace.end_train_loss[i],
     )
