@@ -1,7 +1,7 @@
 """Ray's per-trial cost against the training it schedules.
 
 Side by side in one run: the same units trained (a) directly in this process, one after the
-other, and (b) as Ray tasks through `pipeline.sweep.orchestrate` on a local Ray with 1-CPU workers.
+other, and (b) as Ray tasks through `pipeline.sweep.drain` on a local Ray with 1-CPU workers.
 Per-trial overhead = Ray wall time x slots / units - mean in-task training time; the script
 prints it, its share of the measured trials, and its share of a 1-minute trial (target < 5 %).
 
@@ -22,7 +22,7 @@ import ray
 from pipeline.run.spec_load import spec_from_dict
 from pipeline.run.units import plan_units
 from pipeline.sweep.cluster import connect, shutdown
-from pipeline.sweep.orchestrate import _unit_task
+from pipeline.sweep.drain import _unit_task
 from pipeline.sweep.worker import run_unit
 
 

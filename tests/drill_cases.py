@@ -138,12 +138,13 @@ def _seed_run(config: Path) -> Path:
     """The run folder an earlier, finished run of `config` leaves: identity recorded, one row."""
     from pipeline.run.rows import no_path_row
     from pipeline.run.spec_load import load_spec
-    from pipeline.sweep.orchestrate import _prepare, _stamped
+    from pipeline.sweep.drain import stamped
+    from pipeline.sweep.orchestrate import _prepare
 
     spec = load_spec(config)
     data, store, lock = _prepare(spec, lambda _: None)
     try:
-        store.write(_stamped([no_path_row(spec, spec.protocols[0], 10, 0, None)], data.fingerprint))
+        store.write(stamped([no_path_row(spec, spec.protocols[0], 10, 0, None)], data.fingerprint))
         store.export_parquet()
     finally:
         store.close()

@@ -20,6 +20,7 @@ from pipeline.run.store import StoredIdentity, StoredRun
 
 TRAINING_PATH = (
     "pipeline.sweep.worker",  # what a Ray task runs
+    "pipeline.sweep.drain",  # sends the trainings to Ray and stores what comes back
     "pipeline.sweep.finder",  # the base-LR grid
     "pipeline.train.engine",
     "pipeline.train.fused",
@@ -30,8 +31,9 @@ TRAINING_PATH = (
     "pipeline.run.store",  # its statuses decide the unit list
 )
 """Where a trained number or the unit list is decided."""
-DRIVER_STEPS = ("_unit_task", "drain", "_train_all", "_stamped")
-"""The functions of `pipeline.sweep.orchestrate` that build, send and store the trainings."""
+DRIVER_STEPS = ("_train_all",)
+"""The functions of `pipeline.sweep.orchestrate` that build, send and store the trainings (the rest of that
+work is `pipeline.sweep.drain`, on the training path)."""
 
 
 def _module(path: str) -> str:
@@ -110,6 +112,7 @@ def test_the_issues_edit_of_train_config_is_refused_by_a_real_resume(tmp_path, c
     other code under one identity; now it is one `code differs` line, exit 2, the store unchanged. The
     checkout is a temporary copy whose identity this process reads (`core.provenance.ROOT`)."""
     import core.provenance
+    import pipeline.sweep.drain
     import pipeline.sweep.orchestrate
     from pipeline.__main__ import main
     from pipeline.run.rows import no_path_row
@@ -123,7 +126,7 @@ def test_the_issues_edit_of_train_config_is_refused_by_a_real_resume(tmp_path, c
         spec = load_spec(config)
         data, store, lock = pipeline.sweep.orchestrate._prepare(spec, lambda _: None)
         row = no_path_row(spec, spec.protocols[0], 10, 0, None)
-        store.write(pipeline.sweep.orchestrate._stamped([row], data.fingerprint))
+        store.write(pipeline.sweep.drain.stamped([row], data.fingerprint))
         store.close()
         lock.release()
         db = spec.run_dir / "results.sqlite"

@@ -39,12 +39,13 @@ def no_ray(monkeypatch):
 def seed_run(config: Path, *flags: str) -> Path:
     """A run folder as a finished earlier run leaves it: identity recorded, one row (a no-path row)."""
     from pipeline.run.rows import no_path_row
-    from pipeline.sweep.orchestrate import _prepare, _stamped
+    from pipeline.sweep.drain import stamped
+    from pipeline.sweep.orchestrate import _prepare
 
     spec = load_spec(config, dict(f.split("=", 1) for f in flags))
     data, store, lock = _prepare(spec, lambda _: None)
     try:
-        store.write(_stamped([no_path_row(spec, spec.protocols[0], NO_PATH, 0, None)], data.fingerprint))
+        store.write(stamped([no_path_row(spec, spec.protocols[0], NO_PATH, 0, None)], data.fingerprint))
         store.export_parquet()
     finally:
         store.close()

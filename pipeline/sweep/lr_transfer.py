@@ -1,6 +1,6 @@
 """The LR-transfer study through Ray (`make evaluate CONFIG=configs/lr-transfer.yaml`): the sweep's
 driver (`orchestrate.sweep`: checks, lock, store, resume, export) with these trainings in place of the
-sweep's. Every (cell, grid LR, seed) is one unit through the sweep's Ray tasks (`orchestrate.drain`),
+sweep's. Every (cell, grid LR, seed) is one unit through the sweep's Ray tasks (`drain.drain`),
 a one-epoch finder trial (`pipeline.run.lr_transfer.trial_config`); the picks and predictions are then
 written to `<run>/lr_transfer.parquet` from everything the store holds (resumed rows included).
 """
@@ -21,7 +21,7 @@ from pipeline.run.rows import no_path_row
 from pipeline.run.spec import RunSpec
 from pipeline.run.store import ResultsStore
 from pipeline.sweep.cluster import Log
-from pipeline.sweep.orchestrate import drain
+from pipeline.sweep.drain import drain
 
 
 def train_study(spec: RunSpec, selected: list[int], data: Any, store: ResultsStore, log: Log) -> dict[str, int]:

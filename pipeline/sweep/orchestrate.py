@@ -2,8 +2,9 @@
 
 Read top to bottom: `sweep` checks every user input before Ray starts (`_prepare`), resolves
 the base LRs (pipeline.sweep.finder), asks the store what is left (`units.remaining`, a pure step),
-writes the rows that need no training, and `drain`s the rest through Ray tasks, writing each
-unit's rows as it lands. The driver is the only writer of the results store.
+writes the rows that need no training, and `drain`s the rest through Ray tasks (drain.py), writing
+each unit's rows as it lands. The driver is the only writer of the results store. Admitting a run
+(`_prepare`, `refusal_leaves_no_trace`) is here; training it is drain.py's.
 
 Why Ray core tasks for the sweep and Tune only for the base-LR grid: a Tune trial costs about
 2.5 s more than a task on this machine (11 h over 15,625 cells), and the sweep needs none of
@@ -16,26 +17,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 
 from core.atomic import atomic_write_text
-from core.config import TrainConfig
 from core.errors import UserError
 from core.runfiles import LATEST, RESULTS_DB, RESULTS_TABLE, SPEC_FILE
 from pipeline.run.base_lr import PIN_KEY, check_pinned
 from pipeline.run.identity import RunIdentity, check_resume
 from pipeline.run.lock import RunLock, check_free
-from pipeline.run.rows import config_columns, no_path_row, unit_rows
+from pipeline.run.rows import no_path_row
 from pipeline.run.spec import RunSpec
 from pipeline.run.store import (
     DiskFullError,
@@ -49,19 +47,9 @@ from pipeline.run.store import (
     make_run_dir,
     point_latest,
 )
-from pipeline.run.units import Todo, Unit, fused_groups, remaining
-from pipeline.sweep.cluster import (
-    Log,
-    check_address,
-    connect,
-    fuse_size,
-    gpus_per_trial,
-    job_path_warnings,
-    placement,
-    shutdown,
-    task_attempt,
-    task_device,
-)
+from pipeline.run.units import remaining
+from pipeline.sweep.cluster import Log, check_address, connect, job_path_warnings, shutdown
+from pipeline.sweep.drain import drain, stamped
 from pipeline.sweep.finder import resolve_base_lrs
 from pipeline.sweep.preflight import (
     check_base_lr_cache,
@@ -70,129 +58,9 @@ from pipeline.sweep.preflight import (
     check_latest,
     check_local_device,
 )
-from pipeline.sweep.worker import run_group
 from pipeline.train.data import load_splits
 
-
-@ray.remote
-def _unit_task(units: list[Unit], cfgs: list[TrainConfig], data: Any) -> list[dict]:
-    """Train a group of units of one cell, each as its config says (one fused network when it has
-    several); one outcome each. `auto` devices become the GPU Ray gave this task, if any."""
-    where, attempt = placement(), task_attempt()  # Ray's retries of this task are counted in `attempts`
-    cfgs = [cfg.with_(device=task_device(cfg.device)) for cfg in cfgs]
-    outcomes = run_group(units, cfgs, data)
-    for outcome in outcomes:
-        outcome["device"] = "; ".join(part for part in (outcome.get("device"), where) if part)
-        outcome["ray_attempt"] = attempt
-    return outcomes
-
-
-@dataclass
-class Progress:
-    """Driver-side counters for the progress line: done / running / failed, img/s, ETA."""
-
-    total: int
-    started: float = field(default_factory=time.monotonic)
-    done: int = 0
-    failed: int = 0
-    train_seconds: float = 0.0
-    images: float = 0.0
-
-    def line(self, running: int) -> str:
-        elapsed = time.monotonic() - self.started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else math.inf
-        throughput = self.images / elapsed if elapsed > 0 else 0.0
-        return (
-            f"[{self.done}/{self.total}] running {running}, failed {self.failed} | "
-            f"{throughput:,.0f} img/s | elapsed {_clock(elapsed)} | ETA {_clock(eta)}"
-        )
-
-
-def _clock(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "--"
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def drain(
-    spec: RunSpec,
-    todo: Todo,
-    base_lrs: dict[str, float | None],
-    data_ref: Any,
-    n_train: int,
-    store: ResultsStore,
-    log: Log,
-    fingerprint: str | None = None,
-    configure: Callable[[Unit, float], TrainConfig] | None = None,
-) -> Progress:
-    """Train `todo.train` through Ray tasks (a bounded window in flight), writing each unit's rows as
-    it lands; re-exports the Parquet table every `EXPORT_EVERY_S`. `attempts` counts every run of a
-    unit: earlier driver attempts, this one, and Ray's own retries of its task. `configure`: a unit's config."""
-    configure = configure or (lambda u, lr: spec.train_config(u.protocol, u.seed, lr))
-    k, gpus = fuse_size(spec), gpus_per_trial(spec)
-    slots = max(1, int(ray.available_resources().get("CPU", 1) // spec.resources.cpus_per_trial))
-    window = max(4, 2 * slots)
-    progress = Progress(total=len(todo.train))
-    pending: dict[Any, list[tuple[Unit, int]]] = {}
-    queue = fused_groups(todo.train, k)
-    last_export = time.monotonic()
-    while queue or pending:
-        while queue and len(pending) < window:
-            group = queue.pop(0)
-            share = min(1.0, len(group) * gpus)  # a fused group asks for its members' GPU shares, at most one GPU
-            task = _unit_task.options(num_cpus=spec.resources.cpus_per_trial, num_gpus=share, max_retries=RAY_RETRIES)
-            units = [unit for unit, _ in group]
-            cfgs = [configure(u, u.lr(base_lrs)) for u in units]
-            pending[task.remote(units, cfgs, data_ref)] = group
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=30.0)
-        if not ready:
-            log(progress.line(min(len(pending), slots)))
-            continue
-        for ref in ready:
-            group = pending.pop(ref)
-            try:
-                outcomes = ray.get(ref)
-            except ray.exceptions.RayError as error:  # retries exhausted: worker died every time
-                failure = {"status": "failed", "error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
-                cfgs = [configure(u, u.lr(base_lrs)) for u, _ in group]
-                outcomes = [dict(failure, **config_columns(cfg), ray_attempt=RAY_RETRIES) for cfg in cfgs]
-            for (unit, attempts), outcome in zip(group, outcomes, strict=True):
-                tries = attempts + 1 + int(outcome.pop("ray_attempt", 0) or 0)
-                rows = unit_rows(spec, unit, base_lrs[unit.protocol.name], outcome, tries)
-                store.write(_stamped(rows, fingerprint))
-                progress.done += 1
-                progress.failed += outcome["status"] == "failed"
-                progress.images += outcome.get("epochs", spec.epochs) * n_train if outcome["status"] == "ok" else 0
-                accuracy = outcome.get("test_acc") if outcome.get("test_acc") is not None else outcome.get("valid_acc")
-                shown = f"{accuracy:.2f}%" if accuracy is not None else "-"
-                log(
-                    f"{outcome['status']:>8} {unit.protocol.name:<8} cell {unit.index:>5} seed {unit.seed} "
-                    f"lr {outcome['lr']:.4g} acc {shown} ({outcome.get('wall_s') or 0:.0f}s)  "
-                    + progress.line(min(len(pending) + len(queue), slots))
-                )
-        if time.monotonic() - last_export > EXPORT_EVERY_S:
-            try:
-                store.export_parquet()
-            except StoreError as error:  # the SQLite store is intact; the final export raises
-                log(f"warning: {error}")
-            last_export = time.monotonic()
-    return progress
-
-
-EXPORT_EVERY_S = 60.0
 Trainer = Callable[[RunSpec, list[int], Any, ResultsStore, Log], dict[str, int]] | None
-RAY_RETRIES = 3
-"""Ray re-runs a unit whose worker process or node died, this many times."""
-
-
-def _stamped(rows: list[dict[str, Any]], fingerprint: str | None) -> list[dict[str, Any]]:
-    """Rows that no worker filled (no-path, failed in Ray) still record the data of their run."""
-    for row in rows:
-        if fingerprint and not row.get("data_fingerprint"):
-            row["data_fingerprint"] = fingerprint
-    return rows
 
 
 def _train_all(spec: RunSpec, selected: list[int], data: Any, store: ResultsStore, log: Log) -> dict[str, int]:
@@ -205,7 +73,7 @@ def _train_all(spec: RunSpec, selected: list[int], data: Any, store: ResultsStor
     atomic_write_text(spec.run_dir / "base_lr.json", json.dumps(base_lrs, indent=1))  # the base LRs this run used
     todo = remaining(spec, selected, store.statuses())
     no_path = [no_path_row(spec, p, i, s, base_lrs[p.name]) for p, s, i in todo.no_path]
-    store.write(_stamped(no_path, data.fingerprint))
+    store.write(stamped(no_path, data.fingerprint))
     log(todo.summary(len(selected), spec.max_attempts))
     progress = drain(spec, todo, base_lrs, data_ref, len(data.train_y), store, log, data.fingerprint)
     return todo.counts(progress.done, progress.failed)
