@@ -151,14 +151,20 @@ def _ratios_or_base(fit: stats.Estimate, offset: stats.Estimate) -> str:
     ratio_words = (
         f"the per-cell ratios hold (log-log slope {fit.format()}, 1 inside its CI)"
         if ratios
-        else f"the per-cell ratios do not (log-log slope {fit.format()}, 1 outside its CI: the rule spreads the "
+        else f"the per-cell ratios do not hold (log-log slope {fit.format()}, 1 outside its CI: the rule spreads the "
         f"cells' LRs {'more' if fit.value < 1 else 'less'} than their one-epoch maxima differ)"
     )
-    base_words = (
-        f"the base fits (mean log10 ratio empirical/predicted {offset.format()}, 0 inside its CI)"
-        if base
-        else f"the base is off: the cells' maxima are x{factor:.2g} the predictions on average ({offset.format()})"
-    )
+    if not ratios:  # a wrong slope moves the mean ratio too: it no longer isolates the base
+        base_words = (
+            f"on average the cells' maxima are x{factor:.2g} the predictions ({offset.format()}), an average "
+            "that mixes the base with the wrong ratios (the base itself is the skip chain's pick)"
+        )
+    elif base:
+        base_words = f"the base fits (mean log10 ratio empirical/predicted {offset.format()}, 0 inside its CI)"
+    else:
+        base_words = (
+            f"the base is off: the cells' maxima are x{factor:.2g} the predictions on average ({offset.format()})"
+        )
     return (
         f"For Eq. 8 (the `scaled` protocol's rule), {ratio_words}, and {base_words}. This is the paper's one-epoch "
         "criterion at this run's shape and data, not the sweep's accuracy after its full budget."

@@ -25,9 +25,10 @@ from core.errors import UserError
 from pipeline.run.spec import RunSpec
 from pipeline.run.units import plan_units
 from pipeline.sweep.packing import trials_per_gpu
-from pipeline.train.data import DataError, DatasetSplits, load_splits
+from pipeline.train.data import DatasetSplits, load_splits
 from pipeline.train.engine import train
 from pipeline.train.numerics import describe_device, resolve_device
+from pipeline.train.readers import DataError
 
 
 class PlanError(UserError):

@@ -219,7 +219,7 @@ def _data_case(kind: str, tmp: Path, config: dict[str, Any], path: Path, cifar10
         batch.write_bytes(batch.read_bytes()[: batch.stat().st_size // 2])
         expected = "data_batch_1"
     else:
-        from pipeline.train.data import safe_unpickle
+        from pipeline.train.readers import safe_unpickle
 
         entry = safe_unpickle(batch)
         if kind == "labels-out-of-range":

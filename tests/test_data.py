@@ -12,15 +12,8 @@ import pytest
 import torch
 
 from core.datasets import DATASETS
-from pipeline.train.data import (
-    DataError,
-    Normalise,
-    TrainBatches,
-    load_splits,
-    read_cifar10,
-    read_cifar100,
-    read_imagenet16,
-)
+from pipeline.train.data import Normalise, TrainBatches, load_splits
+from pipeline.train.readers import DataError, read_cifar10, read_cifar100, read_imagenet16
 
 # --- CIFAR-10 (real, lossless subset) ------------------------------------------------------------
 

@@ -21,8 +21,8 @@ import torch
 from pipeline.__main__ import main
 from pipeline.run.spec_load import load_spec
 from pipeline.train import download
-from pipeline.train.data import DownloadError, load_splits
-from pipeline.train.download import LOCK_NAME, Archive
+from pipeline.train.data import load_splits
+from pipeline.train.download import LOCK_NAME, Archive, DownloadError
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "cifar-10-python.tar.gz"

@@ -190,3 +190,17 @@ def test_tiny_study_through_ray(tmp_path, root, cifar10_dir):
     table = pd.read_parquet(run / "lr_transfer.parquet")
     assert set(table["nb201_index"]) == {BASE_INDEX, *CELLS} and len(table) == 6  # 3 cells x 2 scores
     assert "LR-transfer report" in (run / "report.md").read_text()
+
+
+def test_the_words_blame_the_base_only_when_the_ratios_hold() -> None:
+    """A wrong slope moves the mean ratio as well, so the report then names no base error: it says the
+    average mixes both. With the slope right, the mean ratio is the base's, and is named."""
+    from analysis.lr_transfer import _ratios_or_base
+    from analysis.stats import Estimate
+
+    steep, right = Estimate(0.26, 0.14, 0.42, 16), Estimate(0.95, 0.7, 1.2, 16)
+    offset, centred = Estimate(0.26, 0.15, 0.37, 16), Estimate(0.02, -0.05, 0.09, 16)
+    words = _ratios_or_base(steep, offset)
+    assert "ratios do not hold" in words and "mixes the base" in words and "base is off" not in words
+    assert "base is off: the cells' maxima are x1.8" in _ratios_or_base(right, offset)
+    assert "ratios hold" in _ratios_or_base(right, centred) and "base fits" in _ratios_or_base(right, centred)

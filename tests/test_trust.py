@@ -70,7 +70,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 def other_images(cifar10_dir: Path, target: Path) -> Path:
     """A copy of the CIFAR-10 folder with one pixel of the test batch changed: same layout, other data."""
-    from pipeline.train.data import safe_unpickle
+    from pipeline.train.readers import safe_unpickle
 
     shutil.copytree(cifar10_dir, target)
     batch = next(target.rglob("test_batch"))

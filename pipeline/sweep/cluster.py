@@ -31,7 +31,7 @@ from core.errors import UserError
 from pipeline.run.spec import RunSpec
 from pipeline.sweep.drills import FAULT_ENV, TRIAL_PID_ENV
 from pipeline.sweep.packing import gpu_fraction
-from pipeline.train.data import data_dirs
+from pipeline.train.readers import data_dirs
 
 Log = Callable[[str], None]
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"

@@ -20,7 +20,8 @@ from pipeline.run.base_lr import read_cache
 from pipeline.run.spec import RunSpec
 from pipeline.run.store import StoreError
 from pipeline.sweep.cluster import gpus_per_trial
-from pipeline.train.data import DataError, DatasetSplits
+from pipeline.train.data import DatasetSplits
+from pipeline.train.readers import DataError
 
 
 class ResourceError(UserError):

@@ -28,11 +28,8 @@ import torch
 
 from core.datasets import DATASETS, DatasetInfo, image_size_problem
 from core.provenance import Fingerprint
-from pipeline.train.download import DownloadError, Fetch, FetchSettings, ensure
+from pipeline.train.download import Fetch, FetchSettings, ensure
 from pipeline.train.readers import (
-    CIFAR10_DIR,
-    CIFAR100_DIR,
-    IMAGENET16_DIR,
     LAYOUT,
     READERS,
     DataDirs,
@@ -40,34 +37,8 @@ from pipeline.train.readers import (
     Split,
     data_dirs,
     holds,
-    read_cifar10,
-    read_cifar100,
-    read_imagenet16,
     read_joined,
-    safe_unpickle,
 )
-
-__all__ = [  # the readers' names stay importable from here
-    "CIFAR10_DIR",
-    "CIFAR100_DIR",
-    "IMAGENET16_DIR",
-    "READERS",
-    "DataDirs",
-    "DataError",
-    "DatasetSplits",
-    "DownloadError",
-    "Normalise",
-    "TrainBatches",
-    "data_dirs",
-    "downsample",
-    "eval_batches",
-    "load_splits",
-    "locate",
-    "read_cifar10",
-    "read_cifar100",
-    "read_imagenet16",
-    "safe_unpickle",
-]
 
 SPLIT_SEED = 201
 """Seed of the valid/test (or train/valid) halving; fixed, so every run sees the same split."""

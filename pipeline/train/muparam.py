@@ -16,7 +16,7 @@ dimension (stem conv (C, 3, k, k), every BatchNorm weight and bias, the readout 
 the readout bias (no width dimension) keeps both. The readout divides its input by m. At m = 1 (base width =
 trained width) all of it is the identity and μP is NB201's recipe exactly (tests/test_mup.py).
 
-The loop sets each step's LR from the schedule (loop.lr_table); `MuTrainee` multiplies it by each param
+The loop sets each step's LR from the schedule (loop.lr_table); `engine.LoneTrainee` multiplies it by each param
 group's multiplier, taken from MuSGD's own groups, so the schedule scales every group as a PyTorch scheduler
 would. The fused trainer refuses μP (fused.fuse_refusal): it steps with its own SGD.
 """
