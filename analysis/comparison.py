@@ -22,7 +22,7 @@ from analysis.settings import BASELINE, NB201_SCALE, VERDICT_KS, Settings
 from analysis.verdicts import findings
 from analysis.yardsticks import Yardsticks, bar_source, cost_columns, nb201_seed_source, run_shape
 from benchmarks import Reference, ReferenceSourceError, column_name
-from cells import cell_at, paths
+from cells import cell_at, paths, sum_depth_cubed
 
 PAPER_GAIN: dict[str, float] = {"cifar10": 0.44, "cifar100": 1.24, "imagenet16_120": 2.09}
 """Mean test-accuracy gain over NB201 the paper states (§4.3; digest §4.2); split not stated."""
@@ -291,6 +291,7 @@ def _paper_comparison(
     dataset, metric, headline = where
     s = settings
     rows = []
+    depth = depth_factor(published.index)  # every cell of the run
     for protocol, values in by_protocol.items():
         paper = PAPER_GAIN.get(dataset) if headline and protocol == "scaled" and metric == "test" else None
         common = yardsticks.cells_of(values)
@@ -302,6 +303,7 @@ def _paper_comparison(
                 "gain": stats.change(values, published, "mean", s.n_resamples, s.seed),
                 "tau": overall(curves, f"{protocol} vs published"),
                 "tau_difference": None,
+                "depth_tau": stats.tau(depth, values - published, s.n_resamples, s.seed),
                 **yardsticks.at_100(common),
                 "ceiling": {protocol: yardsticks.ceiling(protocol, common)},
                 "paper": paper,
@@ -320,12 +322,19 @@ def _paper_comparison(
                     "gain": stats.change(by_protocol[new], by_protocol[old], "mean", s.n_resamples, s.seed),
                     "tau": overall(curves, f"{new} vs {old}"),
                     "tau_difference": yardsticks.between(by_protocol[new], by_protocol[old], 100),
+                    "depth_tau": stats.tau(depth, by_protocol[new] - by_protocol[old], s.n_resamples, s.seed),
                     **yardsticks.at_100(common),
                     "ceiling": {p: yardsticks.ceiling(p, common) for p in (old, new)},
                     "paper": None,
                 }
             )
     return pd.DataFrame(rows)
+
+
+def depth_factor(cells: pd.Index) -> pd.Series:
+    """Σ over input→output paths of L_p³ per NB201 index: what the LR rule (Eq. 8) divides a cell's LR by
+    the square root of. τ between it and a per-cell gain says whether a protocol's gain follows depth."""
+    return pd.Series([float(sum_depth_cubed(cell_at(int(i)))) for i in cells], index=cells, dtype=float)
 
 
 def _versus(by_protocol: dict[str, pd.Series], yardsticks: Yardsticks) -> pd.DataFrame:

@@ -326,7 +326,8 @@ def _section(c: MetricComparison, figures: list[str]) -> list[str]:
     out += ["### The paper's comparison", ""]
     out.append(
         "Mean accuracy gain (new − old, accuracy points) over the cells both have, τ between the two, the "
-        "paired difference of their τs against published, and the yardsticks of the row's cells."
+        "paired difference of their τs against published, τ between the LR rule's depth factor Σ L_p³ and the "
+        "per-cell gain (does the gain follow depth?), and the yardsticks of the row's cells."
         " The paper states its gains over NB201's published test accuracy."
     )
     out += ["", markdown_table(paper_table(c)), ""]

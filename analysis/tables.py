@@ -109,6 +109,7 @@ def paper_table(c: MetricComparison) -> pd.DataFrame:
             "mean gain, points [95% CI]": p["gain"].map(lambda e: e.format(2, signed=True)),
             "Kendall τ-b [95% CI]": p["tau"].map(lambda e: e.format()),
             "τ vs published, new − old (paired)": p["tau_difference"].map(_signed),
+            "τ(Σ L_p³, per-cell gain)": p["depth_tau"].map(lambda e: e.format()),
             **yardstick_columns(p),
             CEILING_COLUMN: ceilings,
             "paper": p["paper"].map(lambda v: "" if v is None or v != v else f"+{v:.2f}"),

@@ -300,5 +300,21 @@ def gain_sentence(pair: pd.Series, comparison: MetricComparison) -> str:
     if pair["paper"] is not None and not (isinstance(pair["paper"], float) and math.isnan(pair["paper"])):
         text += f" (the paper states +{pair['paper']:.2f} on this dataset)"
     if pair["old"] != "published" and gain.n >= MIN_FOR_VERDICT:
-        text += _between_clause(pair)
+        text += _between_clause(pair) + _depth_clause(pair)
     return text + "."
+
+
+def _depth_clause(pair: pd.Series) -> str:
+    """Whether the per-cell gain follows the LR rule's depth factor Σ L_p³ (τ with CI): where a protocol's
+    loss or gain sits, deep cells or shallow ones."""
+    depth: stats.Estimate = pair["depth_tau"]
+    if not depth.ok or depth.n < MIN_FOR_VERDICT:
+        return ""
+    text = f"; τ between Σ L_p³ and the per-cell gain = {depth.format()}"
+    if not depth.excludes(0.0):
+        return text + " (the gain does not follow depth)"
+    return text + (
+        " (the deeper the cell, the larger the gain)"
+        if depth.value > 0
+        else " (the deeper the cell, the larger the loss)"
+    )

@@ -122,3 +122,30 @@ def test_every_sentence_follows_its_interval(tmp_path: Path, csv_ref: Reference,
     text = write_report(run_dir, reference=csv_ref, settings=FAST).read_text()
     assert ("Fidelity gate: passed." in text) == gate.startswith("Fidelity gate: passed.")
     assert "τ − params floor (paired)" in text and "τ vs published, new − old (paired)" in text
+
+
+def test_the_depth_clause_follows_its_interval(tmp_path: Path, csv_ref: Reference) -> None:
+    """τ between the LR rule's depth factor Σ L_p³ and a pair's per-cell gain: a loss built to grow with depth
+    is named as such; the clause always says what its CI says."""
+    import numpy as np
+
+    from analysis.comparison import depth_factor
+
+    assert depth_factor(pd.Index([25, 4681])).tolist() == [1.0, 126.0]  # the skip chain; the deepest cell
+    cells = list(range(7000, 7040))
+    results = synthetic_results(csv_ref, "cifar10", cells, noise=0.3)
+    depth = depth_factor(pd.Index(cells))
+    scaled = results["protocol"] == "scaled"
+    results.loc[scaled, "test_acc"] -= 2.0 * np.log1p(depth.loc[results.loc[scaled, "nb201_index"]].to_numpy())
+    run_dir = write_run(tmp_path / "run", results)
+    comparison = compare_run(load_run(run_dir, csv_ref), csv_ref, None, None, FAST)[0]
+    pair = comparison.paper_comparison.set_index("comparison").loc["scaled − nb201"]
+    assert pair["depth_tau"].high < 0
+    sentence = next(f for f in comparison.findings if f.startswith("Mean test accuracy change scaled − nb201"))
+    assert "τ between Σ L_p³ and the per-cell gain" in sentence
+    assert "the deeper the cell, the larger the loss" in sentence
+    for _, row in comparison.paper_comparison.iterrows():  # every pair's clause says what its CI says
+        if row["old"] == "published":
+            continue
+        text = next(f for f in comparison.findings if f.startswith(f"Mean test accuracy change {row['comparison']}"))
+        assert ("does not follow depth" in text) == (not row["depth_tau"].excludes(0.0))
