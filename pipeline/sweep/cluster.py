@@ -125,6 +125,22 @@ def honour_signals() -> None:
         signal.signal(signal.SIGTERM, _interrupt)
 
 
+def exit_quietly_when_stopped() -> None:
+    """In a Ray worker (a sweep task, a finder trial): exit as Ray means to when it stops the worker, without
+    a traceback on the driver's terminal. Ray turns SIGTERM into SystemExit; when that lands inside a weakref
+    callback or a finalizer, Python cannot raise it, so it prints an "Exception ignored" traceback (which Ray
+    forwards to the driver) and the worker lives on until it is killed. Other unraisable errors are reported
+    as Python reports them."""
+    sys.unraisablehook = _exit_on_unraisable_system_exit
+
+
+def _exit_on_unraisable_system_exit(unraisable: Any) -> None:
+    error = unraisable.exc_value
+    if isinstance(error, SystemExit):
+        os._exit(error.code if isinstance(error.code, int) else 1)
+    sys.__unraisablehook__(unraisable)
+
+
 def _private_token_folder() -> None:
     """`~/.ray` 0700 and its auth token 0600 (Ray writes the token world-readable, 0644)."""
     home = Path.home() / ".ray"

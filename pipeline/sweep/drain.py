@@ -21,7 +21,15 @@ from pipeline.run.rows import config_columns, unit_rows
 from pipeline.run.spec import RunSpec
 from pipeline.run.store import ResultsStore, StoreError
 from pipeline.run.units import Todo, Unit, fused_groups
-from pipeline.sweep.cluster import Log, fuse_size, gpus_per_trial, placement, task_attempt, task_device
+from pipeline.sweep.cluster import (
+    Log,
+    exit_quietly_when_stopped,
+    fuse_size,
+    gpus_per_trial,
+    placement,
+    task_attempt,
+    task_device,
+)
 from pipeline.sweep.worker import run_group
 
 EXPORT_EVERY_S = 60.0
@@ -34,6 +42,7 @@ RAY_RETRIES = 3
 def _unit_task(units: list[Unit], cfgs: list[TrainConfig], data: Any) -> list[dict]:
     """Train a group of units of one cell, each as its config says (one fused network when it has
     several); one outcome each. `auto` devices become the GPU Ray gave this task, if any."""
+    exit_quietly_when_stopped()
     where, attempt = placement(), task_attempt()  # Ray's retries of this task are counted in `attempts`
     cfgs = [cfg.with_(device=task_device(cfg.device)) for cfg in cfgs]
     outcomes = run_group(units, cfgs, data)

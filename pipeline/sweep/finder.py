@@ -38,7 +38,7 @@ from pipeline.run.base_lr import (
     update_cache,
 )
 from pipeline.run.spec import Protocol, RunSpec
-from pipeline.sweep.cluster import Log, gpus_per_trial, honour_signals, task_device
+from pipeline.sweep.cluster import Log, exit_quietly_when_stopped, gpus_per_trial, honour_signals, task_device
 from pipeline.sweep.drills import maybe_kill_self
 from pipeline.train.data import DatasetSplits
 from pipeline.train.engine import train
@@ -92,6 +92,7 @@ def find_base_lr(spec: RunSpec, protocol: Protocol, data_ref: Any, log: Log) -> 
     gpus = gpus_per_trial(spec)
 
     def trainable(config: dict[str, Any]) -> None:
+        exit_quietly_when_stopped()
         maybe_kill_self()  # fault drill (pipeline.sweep.drills); a no-op in real runs
         cfg = finder_config(spec, protocol, config["lr"], config["seed"], task_device(spec.device))
         tune.report({"train_loss": trial_loss(cfg, ray.get(data_ref))})
@@ -101,8 +102,7 @@ def find_base_lr(spec: RunSpec, protocol: Protocol, data_ref: Any, log: Log) -> 
         tune.with_resources(trainable, {"cpu": spec.resources.cpus_per_trial, "gpu": gpus}),
         param_space={"lr": tune.grid_search(search.grid()), "seed": tune.grid_search(list(search.seeds))},
         # Reused actors: one process per slot for the whole grid, not one per trial (each trial is a
-        # pure function of its config), which saves a process start per trial and the SIGTERM
-        # tracebacks Ray prints now and then when it stops a trial's actor.
+        # pure function of its config), which saves a process start per trial.
         tune_config=tune.TuneConfig(metric="train_loss", mode="min", reuse_actors=True),
         run_config=tune.RunConfig(
             name=f"base-lr-{protocol.name}",
