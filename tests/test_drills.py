@@ -382,29 +382,20 @@ print("lived on", flush=True)
 """
 
 
+def _weakref_exit(hook: bool, error: str) -> subprocess.CompletedProcess[str]:
+    code = _WEAKREF_EXIT.format(hook=hook, error=error)
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
 @pytest.mark.parametrize("hook", [False, True])
 def test_a_stop_inside_a_weakref_callback_exits_without_a_traceback(hook: bool) -> None:
     """Ray's SIGTERM handler raises SystemExit; landing in a weakref callback (the finder drill's race on a fast
     machine) Python prints it as an ignored exception and the worker lives on. With the hook a worker installs,
     it exits with the code Ray meant and prints nothing; any other unraisable error is still reported."""
-    run = subprocess.run(
-        [sys.executable, "-c", _WEAKREF_EXIT.format(hook=hook, error="SystemExit(7)")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    run = _weakref_exit(hook, "SystemExit(7)")
     if hook:
         assert (run.returncode, run.stdout, "Traceback" in run.stderr) == (7, "", False), run.stderr
     else:  # what the drill saw: a traceback, and a worker that ignores its stop
         assert run.returncode == 0 and "lived on" in run.stdout and "Traceback" in run.stderr
-    other = subprocess.run(
-        [sys.executable, "-c", _WEAKREF_EXIT.format(hook=True, error="ValueError('kept')")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    other = _weakref_exit(True, "ValueError('kept')")
     assert other.returncode == 0 and "lived on" in other.stdout and "ValueError: kept" in other.stderr

@@ -60,7 +60,6 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     done: int = 0
     failed: int = 0
-    train_seconds: float = 0.0
     images: float = 0.0
 
     def line(self, running: int) -> str:
